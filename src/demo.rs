@@ -1,0 +1,117 @@
+//! `originguard demo`: the embedded default. A throwaway PKI in a temp dir, a built-in echo
+//! backend on 127.0.0.1, and the proxy in front of it, with the `curl` lines to try.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::{app, pki};
+
+/// Runs the demo until Ctrl-C / SIGTERM.
+pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    pki::write_dev(dir.path(), 365)?;
+
+    let backend = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind the echo backend")?;
+    let backend_addr = backend.local_addr()?;
+    tokio::spawn(echo_backend(backend));
+
+    let d = dir.path().display();
+    let toml = format!(
+        r#"
+[listener]
+address = "{listen}"
+[tls]
+certificate = "{d}/server.pem"
+private_key = "{d}/server.key"
+[client_auth]
+trust = ["{d}/ca.pem"]
+[upstream]
+url = "http://{backend_addr}"
+[log]
+access_log = true
+"#
+    );
+    let config_path = dir.path().join("originguard.toml");
+    std::fs::write(&config_path, toml)?;
+    let (config, policy) = app::load(&config_path)?;
+    app::init_logging(&config.log);
+
+    let host = match listen {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    let url = format!("https://{host}:{}/hello", listen.port());
+    println!("originguard demo: mTLS proxy on {listen} -> echo backend on {backend_addr}");
+    println!("throwaway PKI (deleted on exit): {d}\n");
+    println!("succeeds (client certificate issued by the demo CA):");
+    println!("  curl --cacert {d}/ca.pem --cert {d}/client.pem --key {d}/client.key {url}\n");
+    println!("fails in the TLS handshake (no client certificate):");
+    println!("  curl --cacert {d}/ca.pem {url}\n");
+    println!("Ctrl-C to stop.");
+
+    app::serve(config, policy, crate::signal::shutdown()).await
+}
+
+/// A tiny HTTP/1.1 backend that answers every request with what it received.
+pub async fn echo_backend(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service_fn(echo))
+                .await;
+        });
+    }
+}
+
+async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut text = format!(
+        "hello from the originguard demo backend\n\n{} {} {:?}\n",
+        request.method(),
+        request.uri(),
+        request.version()
+    );
+    for (name, value) in request.headers() {
+        text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+    }
+    Ok(Response::new(Full::new(Bytes::from(text))))
+}
+
+/// A directory removed on drop (the demo's PKI lives only as long as the demo).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> anyhow::Result<TempDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!("originguard-demo-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("{}: cannot create", path.display()))?;
+        Ok(TempDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,57 @@
+//! The one place that turns a failure into the response the proxy makes itself.
+//!
+//! Statuses (INTERFACE.md): 502 upstream refused/reset/unreachable, 504 no response head within
+//! `upstream.response_timeout`. 400 (malformed request) and 431 (head larger than
+//! `listener.max_header_bytes`) are produced by hyper's parser before a request exists.
+//! Bodies are short plain text; causes go to the log, never to the client.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::forward::ProxyBody;
+
+/// Why the proxy answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("upstream request failed")]
+    Upstream(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream sent no response head in time")]
+    UpstreamTimeout,
+}
+
+impl ProxyError {
+    /// The `kind` label of `originguard_upstream_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Upstream(e) if e.is_connect() => "connect",
+            ProxyError::Upstream(_) => "reset",
+            ProxyError::UpstreamTimeout => "timeout",
+        }
+    }
+}
+
+/// Maps an error to its response.
+pub fn rescue(error: &ProxyError) -> Response<ProxyBody> {
+    match error {
+        ProxyError::Upstream(_) => text(StatusCode::BAD_GATEWAY, "502 bad gateway: upstream unavailable\n"),
+        ProxyError::UpstreamTimeout => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            "504 gateway timeout: upstream did not respond in time\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,293 @@
+//! The per-request service: sanitize, add the verified identity and X-Forwarded-*, forward to
+//! the pooled upstream client, stream the response back.
+//!
+//! Rules (INTERFACE.md, "What the backend receives"):
+//! - hop-by-hop headers (RFC 9110 §7.6.1, plus any named in `Connection`) are removed both
+//!   ways; `Host` is kept (and set from `:authority` for HTTP/2 requests);
+//! - `x-forwarded-client-cert`, `client-cert` and `client-cert-chain` from the client are always
+//!   removed — every value, any case — whatever `headers.client_cert` says;
+//! - bodies are never buffered: the inbound body is the upstream request body and vice versa.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::{info, warn};
+
+use super::error::{rescue, ProxyError};
+use super::Proxy;
+use crate::tls::ClientIdentity;
+
+/// The response body type of every response the proxy sends.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// What every request on one TLS connection shares.
+pub struct Connection {
+    pub proxy: Arc<Proxy>,
+    pub peer: IpAddr,
+    pub identity: ClientIdentity,
+    pub activity: Arc<Activity>,
+}
+
+static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+static CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Handles one request: forwards it, or answers it via [`rescue`].
+pub async fn handle(request: Request<Incoming>, conn: Arc<Connection>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let in_flight = conn.activity.begin();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+
+    let response = match forward(request, &conn).await {
+        Ok(response) => response.map(|body| {
+            Tracked {
+                inner: body,
+                _in_flight: in_flight,
+            }
+            .boxed()
+        }),
+        Err(error) => {
+            warn!(peer = %conn.peer, %method, %path, error = %error_chain(&error), "upstream error");
+            rescue(&error)
+        }
+    };
+
+    if conn.proxy.access_log {
+        info!(
+            target: "originguard::access",
+            peer = %conn.peer,
+            %method,
+            %path,
+            status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1e3,
+            subject = %conn.identity.subject,
+            sha256 = %conn.identity.sha256,
+        );
+    }
+    response
+}
+
+async fn forward(request: Request<Incoming>, conn: &Connection) -> Result<Response<Incoming>, ProxyError> {
+    let proxy = &conn.proxy;
+    let (mut parts, body) = request.into_parts();
+
+    // HTTP/1.1 carries Host; HTTP/2 carries :authority (hyper puts it in the URI).
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+
+    let headers = &mut parts.headers;
+    remove_hop_by_hop(headers);
+    for name in [&XFCC, &CLIENT_CERT, &CLIENT_CERT_CHAIN] {
+        headers.remove(name);
+    }
+    if let Some(host) = &host {
+        headers.entry(header::HOST).or_insert_with(|| host.clone());
+    }
+    if proxy.headers.x_forwarded {
+        append_forwarded_for(headers, conn.peer);
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+        match &host {
+            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+    if proxy.headers.client_cert.xfcc() {
+        headers.insert(XFCC.clone(), conn.identity.xfcc.clone());
+    }
+    if proxy.headers.client_cert.rfc9440() {
+        headers.insert(CLIENT_CERT.clone(), conn.identity.rfc9440.clone());
+    }
+
+    parts.uri = proxy.upstream.uri_for(&parts.uri);
+    parts.version = proxy.upstream.version();
+
+    let upstream = proxy.upstream.request(Request::from_parts(parts, body));
+    match tokio::time::timeout(proxy.response_timeout, upstream).await {
+        Err(_) => Err(ProxyError::UpstreamTimeout),
+        Ok(Err(e)) => Err(ProxyError::Upstream(e)),
+        Ok(Ok(mut response)) => {
+            remove_hop_by_hop(response.headers_mut());
+            Ok(response)
+        }
+    }
+}
+
+/// Removes RFC 9110 §7.6.1 connection-specific fields and those `Connection` names. A
+/// `te: trailers` request survives (gRPC needs it end to end); other TE values do not.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// `x-forwarded-for`: the incoming values (all of them, in order) + `, ` + the peer IP.
+fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+    let peer = peer.to_string();
+    let mut value = Vec::new();
+    for existing in headers.get_all(&X_FORWARDED_FOR) {
+        value.extend_from_slice(existing.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(peer.as_bytes());
+    let value = HeaderValue::from_bytes(&value)
+        .unwrap_or_else(|_| HeaderValue::from_str(&peer).expect("an IP address is a valid header value"));
+    headers.insert(X_FORWARDED_FOR.clone(), value);
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// Request activity on one connection, for `listener.idle_timeout`: a connection is idle when
+/// no request is in flight (a response body still streaming counts as in flight).
+#[derive(Debug)]
+pub struct Activity {
+    epoch: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` when the last request finished.
+    last_done_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            epoch: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// When the connection becomes idle for `idle`, or `None` while a request is in flight.
+    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.epoch + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire)) + idle)
+    }
+}
+
+/// Counts a request as in flight until dropped (with its response body, if forwarded).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let now = u64::try_from(self.0.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_done_ms.store(now, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done or dropped.
+struct Tracked {
+    inner: Incoming,
+    _in_flight: InFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[header::HOST], "a");
+        assert_eq!(h[header::TE], "trailers");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer_to_every_incoming_value() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
+        append_forwarded_for(&mut h, "::1".parse().expect("ip"));
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, ::1");
+    }
+}

@@ -1,0 +1,137 @@
+//! The pooled upstream client: HTTP/1.1 (or h2c with prior knowledge) over TCP or a Unix socket.
+//!
+//! One `hyper_util` legacy client per upstream keeps connections alive and reuses them across
+//! requests from every inbound connection; a new connection per request (hyper's gateway
+//! example) would cost a TCP handshake on the hot path.
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::UnixStream;
+
+use crate::config::{UpstreamConfig, UpstreamProtocol, UpstreamTarget};
+
+/// Idle pooled connections are closed after this; backends commonly time out at 60–120 s.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A pooled client for the configured upstream.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pool: Pool,
+    authority: Authority,
+    version: Version,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Tcp(Client<HttpConnector, Incoming>),
+    Unix(Client<UnixConnector, Incoming>),
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Upstream {
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(config.protocol == UpstreamProtocol::H2c);
+        let (pool, authority) = match &config.target {
+            UpstreamTarget::Tcp(authority) => {
+                let mut http = HttpConnector::new();
+                http.set_connect_timeout(Some(config.connect_timeout));
+                http.set_nodelay(true);
+                (Pool::Tcp(builder.build(http)), authority.clone())
+            }
+            UpstreamTarget::Unix(path) => {
+                let connector = UnixConnector {
+                    path: Arc::new(path.clone()),
+                    timeout: config.connect_timeout,
+                };
+                // The authority only keys the pool; Host comes from the client's request.
+                (
+                    Pool::Unix(builder.build(connector)),
+                    Authority::from_static("localhost"),
+                )
+            }
+        };
+        let version = match config.protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::H2c => Version::HTTP_2,
+        };
+        Upstream {
+            pool,
+            authority,
+            version,
+        }
+    }
+
+    /// The URI the upstream request is sent to: our upstream's authority, the client's path.
+    pub fn uri_for(&self, incoming: &Uri) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            incoming
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).expect("scheme, authority and path are all set")
+    }
+
+    /// The HTTP version requests must carry for this upstream's connections.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    pub fn request(&self, request: Request<Incoming>) -> ResponseFuture {
+        match &self.pool {
+            Pool::Tcp(client) => client.request(request),
+            Pool::Unix(client) => client.request(request),
+        }
+    }
+}
+
+/// The response type upstream requests resolve to.
+pub type UpstreamResponse = Response<Incoming>;
+
+/// Connects every request to one Unix socket path.
+#[derive(Clone, Debug)]
+pub struct UnixConnector {
+    path: Arc<PathBuf>,
+    timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for UnixConnector {
+    type Response = TokioIo<UnixStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let path = self.path.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, UnixStream::connect(path.as_path())).await {
+                Ok(stream) => stream.map(TokioIo::new),
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            }
+        })
+    }
+}

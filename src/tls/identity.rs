@@ -1,0 +1,233 @@
+//! The verified client identity, derived once per connection from the leaf certificate, and
+//! its header encodings.
+//!
+//! Formats (public API, see INTERFACE.md):
+//! - `x-forwarded-client-cert` (Envoy):
+//!   `Hash=<hex sha256 of leaf DER>;Subject="<RFC 4514 subject>";URI=<uri>;DNS=<dns>` — one
+//!   `URI=`/`DNS=` element per SAN; `Subject` is always quoted, other values are quoted when
+//!   they contain `,;="` or a space; inside quotes `\` and `"` are escaped with `\`.
+//! - `client-cert` (RFC 9440): `:<base64 of leaf DER>:`.
+//!
+//! Subjects are rendered per RFC 4514 (most specific RDN first, `,` between RDNs, `+` within),
+//! and any byte outside printable ASCII is written as a `\XX` hex pair (RFC 4514 §2.4), so the
+//! header values are plain ASCII whatever a CA put in a certificate.
+
+use std::fmt::Write;
+
+use base64::Engine;
+use http::HeaderValue;
+use rustls::pki_types::CertificateDer;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
+
+/// Who the client is, as proven by the handshake.
+#[derive(Clone, Debug)]
+pub struct ClientIdentity {
+    /// Lowercase hex SHA-256 of the leaf DER.
+    pub sha256: String,
+    /// RFC 4514 subject; empty if the leaf could not be parsed beyond what webpki needed.
+    pub subject: String,
+    pub uris: Vec<String>,
+    pub dns_names: Vec<String>,
+    /// Precomputed header values, shared by every request on the connection.
+    pub xfcc: HeaderValue,
+    pub rfc9440: HeaderValue,
+}
+
+impl ClientIdentity {
+    /// Builds the identity from a leaf that the verifier has already accepted.
+    pub fn from_leaf(leaf: &CertificateDer<'_>) -> ClientIdentity {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref());
+        let sha256 = hex(digest.as_ref());
+        let (subject, uris, dns_names) = match X509Certificate::from_der(leaf.as_ref()) {
+            Ok((_, cert)) => {
+                let mut uris = Vec::new();
+                let mut dns_names = Vec::new();
+                if let Ok(Some(san)) = cert.subject_alternative_name() {
+                    for name in &san.value.general_names {
+                        match name {
+                            GeneralName::URI(uri) => uris.push(ascii_escaped(uri.as_bytes())),
+                            GeneralName::DNSName(dns) => dns_names.push(ascii_escaped(dns.as_bytes())),
+                            _ => {}
+                        }
+                    }
+                }
+                (rfc4514(cert.subject()), uris, dns_names)
+            }
+            // webpki accepted it, x509-parser did not: forward the hash, which alone identifies
+            // the certificate, rather than refuse a client the policy admits.
+            Err(_) => (String::new(), Vec::new(), Vec::new()),
+        };
+        let xfcc = xfcc_value(&sha256, &subject, &uris, &dns_names);
+        let rfc9440 = format!(":{}:", base64::engine::general_purpose::STANDARD.encode(leaf.as_ref()));
+        ClientIdentity {
+            xfcc: HeaderValue::try_from(xfcc).expect("xfcc value is printable ASCII by construction"),
+            rfc9440: HeaderValue::try_from(rfc9440).expect("base64 is printable ASCII"),
+            sha256,
+            subject,
+            uris,
+            dns_names,
+        }
+    }
+}
+
+fn xfcc_value(sha256: &str, subject: &str, uris: &[String], dns_names: &[String]) -> String {
+    let mut out = format!("Hash={sha256};Subject={}", quoted(subject));
+    for uri in uris {
+        let _ = write!(out, ";URI={}", maybe_quoted(uri));
+    }
+    for dns in dns_names {
+        let _ = write!(out, ";DNS={}", maybe_quoted(dns));
+    }
+    out
+}
+
+fn maybe_quoted(value: &str) -> String {
+    if value.is_empty() || value.contains([',', ';', '=', '"', ' ', '\\']) {
+        quoted(value)
+    } else {
+        value.to_string()
+    }
+}
+
+fn quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// RFC 4514 string form of a distinguished name.
+pub fn rfc4514(name: &X509Name<'_>) -> String {
+    let rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|atv| {
+                    let oid = atv.attr_type().to_id_string();
+                    let key = short_name(&oid).unwrap_or(oid.as_str()).to_string();
+                    let value = match atv.as_str() {
+                        Ok(s) => escape_value(s),
+                        // Not a string type: RFC 4514 §2.4 '#' + hex of the BER encoding.
+                        Err(_) => format!("#{}", hex(atv.attr_value().data)),
+                    };
+                    format!("{key}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+fn short_name(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.6" => "C",
+        "2.5.4.9" => "STREET",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        _ => return None,
+    })
+}
+
+/// RFC 4514 §2.4 value escaping, plus hex pairs for anything outside printable ASCII.
+fn escape_value(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = String::with_capacity(value.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        let first = i == 0;
+        let last = i + 1 == bytes.len();
+        match b {
+            b'"' | b'+' | b',' | b';' | b'<' | b'>' | b'\\' => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            b'#' if first => out.push_str("\\#"),
+            b' ' if first || last => out.push_str("\\ "),
+            0x21..=0x7e | b' ' => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\{b:02X}");
+            }
+        }
+    }
+    out
+}
+
+/// SAN strings are IA5 (ASCII) but nothing stops a CA from putting control bytes in them.
+fn ascii_escaped(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if (0x20..=0x7e).contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "\\{b:02X}");
+        }
+    }
+    out
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc4514_escaping() {
+        assert_eq!(escape_value("a,b"), "a\\,b");
+        assert_eq!(escape_value("#x"), "\\#x");
+        assert_eq!(escape_value(" x "), "\\ x\\ ");
+        assert_eq!(escape_value("é"), "\\C3\\A9");
+        assert_eq!(escape_value("q\"\\"), "q\\\"\\\\");
+        assert_eq!(escape_value("nul\0"), "nul\\00");
+    }
+
+    #[test]
+    fn xfcc_quotes_where_needed() {
+        let v = xfcc_value("ab", "CN=a\\,b", &["spiffe://x/y;z".into()], &["a.example".into()]);
+        assert_eq!(v, "Hash=ab;Subject=\"CN=a\\\\,b\";URI=\"spiffe://x/y;z\";DNS=a.example");
+    }
+
+    #[test]
+    fn identity_of_a_generated_leaf() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["client.example".to_string()]).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Acme, Inc.");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "client");
+        let cert = params.self_signed(&key).expect("cert");
+        let id = ClientIdentity::from_leaf(cert.der());
+        assert_eq!(id.subject, "CN=client,O=Acme\\, Inc.");
+        assert_eq!(id.dns_names, vec!["client.example"]);
+        assert_eq!(id.sha256.len(), 64);
+        let xfcc = id.xfcc.to_str().expect("ascii");
+        assert!(
+            xfcc.starts_with(&format!("Hash={};Subject=\"CN=client,O=Acme\\\\, Inc.\"", id.sha256)),
+            "{xfcc}"
+        );
+        assert!(xfcc.ends_with(";DNS=client.example"), "{xfcc}");
+        let b64 = id.rfc9440.to_str().expect("ascii");
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim_matches(':'))
+            .expect("base64");
+        assert_eq!(der, cert.der().as_ref());
+    }
+}

@@ -1,0 +1,145 @@
+//! PEM files to certificates, keys, trust anchors and CRLs. Every error carries the path.
+//!
+//! These functions are strict where rustls is lenient: a file that yields no certificate, a CA
+//! file with one unparsable entry, or a CRL that does not parse is an error here, so a typo never
+//! becomes an empty or partial trust store that fails at the first connection.
+
+use std::path::{Path, PathBuf};
+
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, TrustAnchor};
+
+/// Cloudflare's Authenticated Origin Pulls CA, embedded so `trust = ["cloudflare"]` needs no file.
+pub const CLOUDFLARE_ORIGIN_PULL_CA: &[u8] = include_bytes!("../../certs/cloudflare/authenticated_origin_pull_ca.pem");
+
+/// A file that could not be turned into what it should hold.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl LoadError {
+    fn new(path: &Path, message: impl Into<String>) -> Self {
+        LoadError {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A trusted client CA: its certificate (for reports) and its webpki trust anchor.
+#[derive(Clone, Debug)]
+pub struct TrustedCa {
+    pub der: CertificateDer<'static>,
+    pub anchor: TrustAnchor<'static>,
+    /// Where it came from: a path, or `cloudflare (embedded)`.
+    pub source: String,
+}
+
+/// Reads a PEM certificate chain (leaf first).
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+    let bytes = read(path)?;
+    certificates_from_pem(path, &bytes)
+}
+
+/// Reads a PKCS#8, SEC1 or PKCS#1 PEM private key.
+pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, LoadError> {
+    let bytes = read(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        pem::Error::NoItemsFound => LoadError::new(path, "no private key found (expected a PEM PRIVATE KEY block)"),
+        e => LoadError::new(path, format!("invalid private key: {e}")),
+    })
+}
+
+/// Reads every CA certificate in a PEM file (bundles allowed) as trust anchors.
+pub fn trusted_cas(path: &Path) -> Result<Vec<TrustedCa>, LoadError> {
+    let bytes = read(path)?;
+    trusted_cas_from_pem(path, &bytes, &path.display().to_string())
+}
+
+/// The embedded Cloudflare origin-pull CA.
+pub fn cloudflare_ca() -> Vec<TrustedCa> {
+    let name = Path::new("cloudflare");
+    trusted_cas_from_pem(name, CLOUDFLARE_ORIGIN_PULL_CA, "cloudflare (embedded)")
+        .expect("the embedded Cloudflare CA is a valid PEM certificate (checked by tests)")
+}
+
+/// Reads every CRL in a PEM file.
+pub fn crls(path: &Path) -> Result<Vec<webpki::CertRevocationList<'static>>, LoadError> {
+    let bytes = read(path)?;
+    let ders = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LoadError::new(path, format!("invalid PEM: {e}")))?;
+    if ders.is_empty() {
+        return Err(LoadError::new(path, "no CRL found (expected a PEM X509 CRL block)"));
+    }
+    ders.iter()
+        .enumerate()
+        .map(|(i, der)| {
+            webpki::OwnedCertRevocationList::from_der(der.as_ref())
+                .map(webpki::CertRevocationList::from)
+                .map_err(|e| LoadError::new(path, format!("CRL #{}: invalid: {e}", i + 1)))
+        })
+        .collect()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|e| LoadError::new(path, format!("cannot read: {e}")))
+}
+
+fn certificates_from_pem(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LoadError::new(path, format!("invalid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(LoadError::new(
+            path,
+            "no certificates found (expected PEM CERTIFICATE blocks)",
+        ));
+    }
+    Ok(certs)
+}
+
+fn trusted_cas_from_pem(path: &Path, bytes: &[u8], source: &str) -> Result<Vec<TrustedCa>, LoadError> {
+    certificates_from_pem(path, bytes)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, der)| {
+            let anchor = webpki::anchor_from_trusted_cert(&der)
+                .map_err(|e| LoadError::new(path, format!("certificate #{}: not a usable CA: {e}", i + 1)))?
+                .to_owned();
+            Ok(TrustedCa {
+                der,
+                anchor,
+                source: source.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_cloudflare_ca_parses_and_is_the_published_one() {
+        let cas = cloudflare_ca();
+        assert_eq!(cas.len(), 1);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cas[0].der.as_ref());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(hex, "9A1AC2B4BE15F9F27EEE20A734CBA4E9898F61001B3BD7C84B69B56A3E25A2B9");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_an_empty_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").expect("write");
+        let e = trusted_cas(&path).expect_err("garbage");
+        assert!(e.to_string().contains("no certificates found"), "{e}");
+        let e = trusted_cas(&dir.path().join("missing.pem")).expect_err("missing");
+        assert!(e.to_string().contains("missing.pem: cannot read"), "{e}");
+    }
+}

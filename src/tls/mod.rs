@@ -1,0 +1,88 @@
+//! TLS: from configured paths to an immutable `rustls::ServerConfig` that requires and verifies
+//! client certificates, and from a verified leaf to the identity forwarded to the backend.
+
+pub mod identity;
+pub mod load;
+pub mod server;
+pub mod verify;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+
+use crate::config::{Config, ConfigError, TrustSource};
+pub use identity::ClientIdentity;
+pub use load::TrustedCa;
+pub use verify::{ClientVerifier, Reason};
+
+/// Everything a listener needs to authenticate clients, built and validated up front: every
+/// file is read and parsed here, so a bad certificate fails at startup (or reload), never at the
+/// first connection.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub server_config: Arc<rustls::ServerConfig>,
+    /// The server chain as loaded (leaf first), for reports.
+    pub server_chain: Vec<CertificateDer<'static>>,
+    pub cas: Vec<TrustedCa>,
+    pub crl_files: Vec<PathBuf>,
+    pub verify_depth: u8,
+}
+
+impl Policy {
+    pub fn build(config: &Config) -> Result<Policy, ConfigError> {
+        let file = &config.file;
+        let tls = &config.tls;
+        let auth = &config.client_auth;
+        let from_load = |key: String| move |e: load::LoadError| ConfigError::new(file, key, e);
+
+        let server_chain = load::certificates(&tls.certificate).map_err(from_load("tls.certificate".into()))?;
+        let key = load::private_key(&tls.private_key).map_err(from_load("tls.private_key".into()))?;
+
+        let mut cas = Vec::new();
+        for (i, source) in auth.trust.iter().enumerate() {
+            match source {
+                TrustSource::Cloudflare => cas.extend(load::cloudflare_ca()),
+                TrustSource::File(path) => {
+                    cas.extend(load::trusted_cas(path).map_err(from_load(format!("client_auth.trust[{i}]")))?)
+                }
+            }
+        }
+
+        let mut crls = Vec::new();
+        for (i, path) in auth.crl.iter().enumerate() {
+            let key = format!("client_auth.crl[{i}]");
+            for crl in load::crls(path).map_err(from_load(key.clone()))? {
+                // A CRL is only consulted for certificates its issuer signed; one from a CA we do
+                // not trust would silently protect nothing.
+                if !cas.iter().any(|ca| ca.anchor.subject.as_ref() == crl.issuer()) {
+                    return Err(ConfigError::new(
+                        file,
+                        key,
+                        format!("{}: CRL issuer is not one of the trusted CAs", path.display()),
+                    ));
+                }
+                crls.push(crl);
+            }
+        }
+
+        let server_config = server::build(
+            tls,
+            config.listener.http2,
+            &cas,
+            auth.verify_depth,
+            crls,
+            server_chain.clone(),
+            key,
+        )
+        .map_err(|e| ConfigError::new(file, "tls.certificate", format!("{}: {e}", tls.certificate.display())))?;
+
+        Ok(Policy {
+            server_config,
+            server_chain,
+            cas,
+            crl_files: auth.crl.clone(),
+            verify_depth: auth.verify_depth,
+        })
+    }
+}

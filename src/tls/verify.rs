@@ -1,0 +1,284 @@
+//! The client-certificate policy: chain to a trusted CA within `verify_depth`, validity, EKU,
+//! revocation — and why a certificate was refused.
+//!
+//! rustls' `WebPkiClientVerifier` accepts up to six client-sent intermediates and has no depth
+//! knob, so [`ClientVerifier`] calls webpki itself and refuses every candidate path with more
+//! intermediates than the policy allows. webpki tries trust anchors before intermediates, so a
+//! leaf issued directly by a trusted CA verifies at the same cost as with the stock verifier.
+//!
+//! A refusal maps to the TLS alert a peer expects (see [`Reason`]) and, because an alert cannot
+//! say *why*, the precise reason is also recorded for the connection that caused it through
+//! [`record_rejection`]'s task-local slot: the handshake runs inside the connection's task, so the
+//! accept loop can log and count the exact reason (`bad_depth` vs `unknown_issuer`).
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use super::load::TrustedCa;
+
+/// Why a handshake failed. The labels are the stable `result` values of
+/// `originguard_handshakes_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    NoCertificate,
+    UnknownIssuer,
+    BadDepth,
+    Expired,
+    NotYetValid,
+    Revoked,
+    NotAllowed,
+    BadSignature,
+    Timeout,
+    ProtocolError,
+    Other,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoCertificate => "no_certificate",
+            Reason::UnknownIssuer => "unknown_issuer",
+            Reason::BadDepth => "bad_depth",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::Revoked => "revoked",
+            Reason::NotAllowed => "not_allowed",
+            Reason::BadSignature => "bad_signature",
+            Reason::Timeout => "timeout",
+            Reason::ProtocolError => "protocol_error",
+            Reason::Other => "other",
+        }
+    }
+
+    /// Classifies a failed server handshake. `recorded` is what the verifier noted for this
+    /// connection, which is more precise than the error rustls returns.
+    pub fn of_handshake_error(error: &std::io::Error, recorded: Option<Reason>) -> Reason {
+        if let Some(reason) = recorded {
+            return reason;
+        }
+        let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+            return Reason::ProtocolError;
+        };
+        match tls {
+            rustls::Error::NoCertificatesPresented => Reason::NoCertificate,
+            rustls::Error::InvalidCertificate(e) => Reason::of_certificate_error(e),
+            _ => Reason::ProtocolError,
+        }
+    }
+
+    fn of_certificate_error(e: &CertificateError) -> Reason {
+        match e {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => Reason::Expired,
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => Reason::NotYetValid,
+            CertificateError::Revoked => Reason::Revoked,
+            CertificateError::UnknownIssuer => Reason::UnknownIssuer,
+            CertificateError::BadSignature => Reason::BadSignature,
+            _ => Reason::Other,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+tokio::task_local! {
+    static REJECTION: Cell<Option<Reason>>;
+}
+
+/// Runs a handshake future with a slot the verifier fills when it refuses a certificate, and
+/// returns the future's output together with the recorded reason (if any).
+pub async fn with_rejection_slot<F: Future>(handshake: F) -> (F::Output, Option<Reason>) {
+    REJECTION
+        .scope(Cell::new(None), async {
+            let output = handshake.await;
+            (output, REJECTION.with(Cell::take))
+        })
+        .await
+}
+
+fn record_rejection(reason: Reason) {
+    // Outside a slot (benches, unit tests) there is nobody to tell; that is fine.
+    let _ = REJECTION.try_with(|slot| slot.set(Some(reason)));
+}
+
+/// A client-certificate verifier for one policy: trusted CAs, depth, CRLs. Mandatory: a client
+/// without a certificate never completes the handshake.
+#[derive(Debug)]
+pub struct ClientVerifier {
+    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    hints: Vec<DistinguishedName>,
+    crls: Vec<webpki::CertRevocationList<'static>>,
+    /// `verify_depth - 1`: how many intermediates a verified path may contain.
+    max_intermediates: usize,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientVerifier {
+    pub fn new(
+        cas: &[TrustedCa],
+        verify_depth: u8,
+        crls: Vec<webpki::CertRevocationList<'static>>,
+        algorithms: WebPkiSupportedAlgorithms,
+    ) -> Self {
+        let anchors: Vec<_> = cas.iter().map(|ca| ca.anchor.clone()).collect();
+        // The CertificateRequest names our CAs so a client holding several certificates (or a
+        // browser) picks one these CAs issued.
+        let hints = anchors
+            .iter()
+            .map(|anchor| DistinguishedName::in_sequence(anchor.subject.as_ref()))
+            .collect();
+        ClientVerifier {
+            anchors,
+            hints,
+            crls,
+            max_intermediates: usize::from(verify_depth.max(1)) - 1,
+            algorithms,
+        }
+    }
+
+    /// Verifies a presented chain against this policy, returning the refusal reason and the
+    /// rustls error that selects the alert.
+    pub fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), (Reason, rustls::Error)> {
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| (Reason::Other, CertificateError::BadEncoding.into()))?;
+
+        let crl_refs: Vec<&webpki::CertRevocationList<'_>> = self.crls.iter().collect();
+        let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs).ok().map(|builder| {
+            builder
+                .with_depth(webpki::RevocationCheckDepth::Chain)
+                // A CRL covers the CA that issued it; clients of a CA without one are not
+                // refused for lack of revocation data.
+                .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+                .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
+                .build()
+        });
+
+        let max = self.max_intermediates;
+        let within_depth = |path: &webpki::VerifiedPath<'_>| {
+            if path.intermediate_certificates().count() > max {
+                // Ranked below every validity error by webpki, so a shorter path that fails
+                // for a concrete reason (expired, revoked) still reports that reason.
+                Err(webpki::Error::PathLenConstraintViolated)
+            } else {
+                Ok(())
+            }
+        };
+
+        cert.verify_for_usage(
+            self.algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+            revocation,
+            Some(&within_depth),
+        )
+        .map(|_| ())
+        .map_err(classify)
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.verify(end_entity, intermediates, now) {
+            Ok(()) => Ok(ClientCertVerified::assertion()),
+            Err((reason, error)) => {
+                record_rejection(reason);
+                Err(error)
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+            .inspect_err(|_| record_rejection(Reason::BadSignature))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+            .inspect_err(|_| record_rejection(Reason::BadSignature))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// webpki error -> (our reason, the rustls error whose alert the client receives).
+///
+/// Alerts follow rustls' own mapping (OpenSSL-compatible): expired and not-yet-valid ->
+/// certificate_expired, revoked -> certificate_revoked, unknown issuer and too-long chains ->
+/// unknown_ca (the intermediate is not a CA this policy trusts to issue clients), wrong EKU ->
+/// unsupported_certificate, bad signature -> decrypt_error, a CA used as a leaf ->
+/// certificate_unknown.
+fn classify(error: webpki::Error) -> (Reason, rustls::Error) {
+    use webpki::Error as E;
+    let (reason, cert_error) = match error {
+        E::CertExpired { time, not_after } => (Reason::Expired, CertificateError::ExpiredContext { time, not_after }),
+        E::InvalidCertValidity => (Reason::Expired, CertificateError::Expired),
+        E::CertNotValidYet { time, not_before } => (
+            Reason::NotYetValid,
+            CertificateError::NotValidYetContext { time, not_before },
+        ),
+        E::UnknownIssuer => (Reason::UnknownIssuer, CertificateError::UnknownIssuer),
+        E::PathLenConstraintViolated | E::MaximumPathDepthExceeded => {
+            (Reason::BadDepth, CertificateError::UnknownIssuer)
+        }
+        E::CertRevoked => (Reason::Revoked, CertificateError::Revoked),
+        E::UnknownRevocationStatus => (Reason::Revoked, CertificateError::UnknownRevocationStatus),
+        E::InvalidSignatureForPublicKey | E::SignatureAlgorithmMismatch => {
+            (Reason::BadSignature, CertificateError::BadSignature)
+        }
+        #[allow(deprecated)]
+        E::UnsupportedSignatureAlgorithm
+        | E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKey
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            (Reason::BadSignature, CertificateError::UnsupportedSignatureAlgorithm)
+        }
+        #[allow(deprecated)]
+        E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => {
+            (Reason::Other, CertificateError::InvalidPurpose)
+        }
+        E::BadDer | E::BadDerTime | E::TrailingData(_) => (Reason::Other, CertificateError::BadEncoding),
+        other => (
+            Reason::Other,
+            CertificateError::Other(rustls::OtherError(std::sync::Arc::new(other))),
+        ),
+    };
+    (reason, cert_error.into())
+}
