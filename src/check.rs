@@ -101,16 +101,17 @@ pub fn describe(config: &Config, policy: &Policy) -> String {
     }
     let _ = writeln!(
         out,
-        "upstream: {} ({:?}, connect_timeout {:?}, response_timeout {:?})",
+        "upstream: {} ({}, connect_timeout {:?}, response_timeout {:?})",
         config.upstream.target,
-        config.upstream.protocol,
+        config.upstream.protocol.as_str(),
         config.upstream.connect_timeout,
         config.upstream.response_timeout
     );
     let _ = writeln!(
         out,
-        "headers: client_cert {:?}, x_forwarded {}",
-        config.headers.client_cert, config.headers.x_forwarded
+        "headers: client_cert {}, x_forwarded {}",
+        config.headers.client_cert.as_str(),
+        config.headers.x_forwarded
     );
     out
 }

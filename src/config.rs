@@ -127,6 +127,16 @@ pub enum UpstreamProtocol {
     H2c,
 }
 
+impl UpstreamProtocol {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct HeadersConfig {
     pub client_cert: ClientCertHeaders,
@@ -143,6 +153,16 @@ pub enum ClientCertHeaders {
 }
 
 impl ClientCertHeaders {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientCertHeaders::Xfcc => "xfcc",
+            ClientCertHeaders::Rfc9440 => "rfc9440",
+            ClientCertHeaders::Both => "both",
+            ClientCertHeaders::None => "none",
+        }
+    }
+
     pub fn xfcc(self) -> bool {
         matches!(self, ClientCertHeaders::Xfcc | ClientCertHeaders::Both)
     }

@@ -75,7 +75,18 @@ impl Policy {
             server_chain.clone(),
             key,
         )
-        .map_err(|e| ConfigError::new(file, "tls.certificate", format!("{}: {e}", tls.certificate.display())))?;
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => ConfigError::new(
+                file,
+                "tls.private_key",
+                format!(
+                    "{}: does not match the certificate in {}",
+                    tls.private_key.display(),
+                    tls.certificate.display()
+                ),
+            ),
+            e => ConfigError::new(file, "tls.certificate", format!("{}: {e}", tls.certificate.display())),
+        })?;
 
         Ok(Policy {
             server_config,

@@ -1,0 +1,227 @@
+//! The real binary: exit statuses and messages for config errors, `check`, `pki dev`, SIGTERM.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_originguard");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run originguard")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A complete config for the fixture's files; `extra` replaces nothing, it is appended.
+fn config_text(fx: &Fixture, client_auth: &str) -> String {
+    let d = fx.dir.path().display();
+    format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
+         [client_auth]\n{client_auth}\n[upstream]\nurl = \"http://127.0.0.1:9\"\n"
+    )
+}
+
+fn check(path: &Path) -> Output {
+    run(&["check", "--config", path.to_str().expect("utf-8 path")])
+}
+
+#[test]
+fn shipped_example_config_checks_clean() {
+    let out = run(&["check", "--config", "config/originguard.toml"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("trusted CA: CN=origin-pull.cloudflare.net"), "{text}");
+    assert!(
+        text.contains(
+            "9A:1A:C2:B4:BE:15:F9:F2:7E:EE:20:A7:34:CB:A4:E9:89:8F:61:00:1B:3B:D7:C8:4B:69:B5:6A:3E:25:A2:B9"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("not after: 2029-11-01 17:00:00 UTC"), "{text}");
+    assert!(
+        text.contains("warning: only the shared Cloudflare origin-pull CA is trusted"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_prints_policy_for_a_custom_ca() {
+    let fx = Fixture::new();
+    let path = fx.write(
+        "og.toml",
+        &config_text(&fx, &format!("trust = [\"{}\"]", fx.path("client-ca.pem").display())),
+    );
+    let out = check(&path);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("server certificate: CN=localhost"), "{text}");
+    assert!(text.contains("trusted CA: CN=test client CA"), "{text}");
+    assert!(text.contains("verify_depth 1"), "{text}");
+    assert!(text.contains("warnings: none"), "{text}");
+}
+
+#[test]
+fn unknown_key_exits_78_naming_file_and_key() {
+    let fx = Fixture::new();
+    let text = config_text(&fx, "trust = [\"cloudflare\"]\nverify_client = false");
+    let path = fx.write("og.toml", &text);
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("unknown field `verify_client`"), "{err}");
+}
+
+#[test]
+fn bad_ca_file_exits_78_naming_key_and_path() {
+    let fx = Fixture::new();
+    let garbage = fx.write(
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    );
+    let text = config_text(&fx, &format!("trust = [\"cloudflare\", \"{}\"]", garbage.display()));
+    let out = check(&fx.write("og.toml", &text));
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(err.contains("client_auth.trust[1]"), "{err}");
+    assert!(err.contains("garbage.pem"), "{err}");
+
+    let missing = config_text(&fx, "trust = [\"/nonexistent/ca.pem\"]");
+    let out = check(&fx.write("og2.toml", &missing));
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("client_auth.trust[0]: /nonexistent/ca.pem: cannot read"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn mismatched_key_and_bad_values_exit_78() {
+    let fx = Fixture::new();
+    let other = Ca::root("other").leaf(Leaf::server());
+    fx.write("server.key", &other.key_pem);
+    let out = check(&fx.write("og.toml", &config_text(&fx, "trust = [\"cloudflare\"]")));
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("tls.private_key"), "{}", stderr(&out));
+
+    let fx = Fixture::new();
+    let bad_depth = config_text(&fx, "trust = [\"cloudflare\"]\nverify_depth = 0");
+    let out = check(&fx.write("og.toml", &bad_depth));
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("client_auth.verify_depth"), "{}", stderr(&out));
+
+    let crl_from_stranger = fx.write("crl.pem", &Ca::root("stranger").crl(&[1]));
+    let text = config_text(
+        &fx,
+        &format!("trust = [\"cloudflare\"]\ncrl = [\"{}\"]", crl_from_stranger.display()),
+    );
+    let out = check(&fx.write("og3.toml", &text));
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("client_auth.crl[0]"), "{}", stderr(&out));
+
+    let out = run(&["check", "--config", "/nonexistent/originguard.toml"]);
+    assert_eq!(out.status.code(), Some(78));
+    let out = run(&["serve", "--config", "/nonexistent/originguard.toml"]);
+    assert_eq!(out.status.code(), Some(78));
+    let out = run(&["serve", "--bogus-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn warns_about_the_cloudflare_origin_ca_in_the_client_trust_store() {
+    let fx = Fixture::new();
+    let origin_ca = Ca::root("CloudFlare Origin SSL Certificate Authority");
+    let path = fx.write("origin-ca.pem", &origin_ca.pem);
+    let out = check(&fx.write(
+        "og.toml",
+        &config_text(&fx, &format!("trust = [\"{}\"]", path.display())),
+    ));
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("is the Cloudflare Origin CA"), "{}", stdout(&out));
+}
+
+#[test]
+fn pki_dev_writes_a_usable_pki() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("pki");
+    let out = run(&["pki", "dev", "--out", out_dir.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("NOT for production"));
+    for file in originguard::pki::DEV_FILES {
+        assert!(out_dir.join(file).is_file(), "{file} missing");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out_dir.join("client.key"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "private key readable by others");
+    }
+    let d = out_dir.display();
+    let text = format!(
+        "[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n[client_auth]\ntrust = [\"{d}/ca.pem\"]\n[upstream]\nurl = \"http://127.0.0.1:9\"\n"
+    );
+    let config = dir.path().join("og.toml");
+    std::fs::write(&config, text).expect("write");
+    let out = check(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn serve_exits_0_on_sigterm() {
+    let fx = Fixture::new();
+    let path = fx.write("og.toml", &config_text(&fx, "trust = [\"cloudflare\"]"));
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().expect("utf-8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait for the "listening" line.
+    let mut stderr_pipe = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut all = String::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stderr_pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if all.contains("listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(WAIT).expect("serve logs that it is listening");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "serve did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

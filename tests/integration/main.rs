@@ -1,0 +1,11 @@
+//! originguard integration tests: real TLS handshakes over loopback, rcgen certificates, a real
+//! hyper backend. One binary; one file per topic.
+
+mod support;
+
+mod cli;
+mod handshake;
+mod headers;
+mod lifecycle;
+mod responses;
+mod streaming;

@@ -1,0 +1,378 @@
+//! Test harness: rcgen PKIs in temp dirs, a recording backend on 127.0.0.1:0 (or a Unix
+//! socket), the proxy on 127.0.0.1:0, and mTLS clients. Everything is loopback and bounded.
+
+#![allow(dead_code)]
+
+pub mod pki;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use originguard::config::Config;
+use originguard::proxy::{self, Proxy};
+use originguard::tls::Policy;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{AlertDescription, ClientConfig, RootCertStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+pub use pki::{Ca, ClientCert, Leaf};
+
+/// Upper bound for any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// What the backend saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// A recording HTTP/1.1 backend. Paths: `/echo` streams the request body back; `/slow?ms=N`
+/// answers after N ms; anything else answers `ok`.
+pub struct Backend {
+    pub addr: Option<SocketAddr>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn tcp() -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                serve_backend_conn(TokioIo::new(stream), s.clone());
+            }
+        });
+        Backend {
+            addr: Some(addr),
+            seen,
+            task,
+        }
+    }
+
+    pub async fn unix(path: &Path) -> Backend {
+        let listener = UnixListener::bind(path).expect("bind unix backend");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                serve_backend_conn(TokioIo::new(stream), s.clone());
+            }
+        });
+        Backend { addr: None, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.expect("tcp backend"))
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.requests().pop().expect("the backend saw a request")
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn serve_backend_conn<I>(io: TokioIo<I>, seen: Arc<Mutex<Vec<Seen>>>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = service_fn(move |request: Request<Incoming>| {
+            let seen = seen.clone();
+            async move { Ok::<_, Infallible>(backend_respond(request, seen).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .await;
+    });
+}
+
+async fn backend_respond(request: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<TestBody> {
+    seen.lock().expect("lock").push(Seen {
+        method: request.method().to_string(),
+        uri: request.uri().to_string(),
+        version: request.version(),
+        headers: request.headers().clone(),
+    });
+    match request.uri().path() {
+        "/echo" => Response::new(request.into_body().map_err(Into::into).boxed()),
+        "/slow" => {
+            let ms = request
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("ms="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Response::new(full("slow"))
+        }
+        _ => Response::new(full("ok")),
+    }
+}
+
+pub fn full(text: &'static str) -> TestBody {
+    Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn empty() -> TestBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A PKI for one test: a server CA + server leaf, and a client CA.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub server_ca: Ca,
+    pub client_ca: Ca,
+    pub client: ClientCert,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server_ca = Ca::root("test server CA");
+        let server = server_ca.leaf(Leaf::server());
+        std::fs::write(dir.path().join("server.pem"), &server.pem).expect("write");
+        std::fs::write(dir.path().join("server.key"), &server.key_pem).expect("write");
+        let client_ca = Ca::root("test client CA");
+        std::fs::write(dir.path().join("client-ca.pem"), &client_ca.pem).expect("write");
+        let client = client_ca.leaf(Leaf::client("client-1"));
+        Fixture {
+            dir,
+            server_ca,
+            client_ca,
+            client,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `contents` to a file in the fixture's directory and returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).expect("write");
+        path
+    }
+
+    /// The base config: listener on 127.0.0.1:0, the fixture's server cert, the client CA
+    /// trusted, the given upstream, access log off.
+    pub fn config(&self, upstream_url: &str) -> Config {
+        let d = self.dir.path().display();
+        let toml = format!(
+            r#"
+            [listener]
+            address = "127.0.0.1:0"
+            [tls]
+            certificate = "{d}/server.pem"
+            private_key = "{d}/server.key"
+            [client_auth]
+            trust = ["{d}/client-ca.pem"]
+            [upstream]
+            url = "{upstream_url}"
+            [log]
+            access_log = false
+            "#
+        );
+        Config::from_toml(&self.path("originguard.toml"), &toml).expect("valid test config")
+    }
+
+    pub fn client_config(&self, client: Option<&ClientCert>) -> Arc<ClientConfig> {
+        client_config(
+            &self.server_ca.der,
+            client,
+            &[&rustls::version::TLS13, &rustls::version::TLS12],
+            &[b"http/1.1"],
+        )
+    }
+}
+
+pub fn client_config(
+    server_ca: &CertificateDer<'static>,
+    client: Option<&ClientCert>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(server_ca.clone()).expect("server CA");
+    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(c) => builder
+            .with_client_auth_cert(c.chain.clone(), c.key())
+            .expect("client cert"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A running proxy on 127.0.0.1:0.
+pub struct ProxyHandle {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+}
+
+impl ProxyHandle {
+    /// Cancels and waits (bounded) for `serve` to return.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("serve did not panic");
+    }
+}
+
+pub async fn spawn_proxy(config: Config) -> ProxyHandle {
+    let policy = Policy::build(&config).expect("policy");
+    let listener = TcpListener::bind(config.listener.address).await.expect("bind proxy");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let proxy = Arc::new(Proxy::new(&config, policy));
+    let task = tokio::spawn(proxy::serve(listener, proxy, shutdown.clone()));
+    ProxyHandle { addr, shutdown, task }
+}
+
+/// Connects and completes the client side of the handshake.
+pub async fn tls_connect(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").expect("name");
+    tokio::time::timeout(WAIT, TlsConnector::from(config).connect(name, tcp))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))?
+}
+
+/// The alert the proxy sent, if the connection was refused. For TLS 1.3 the client learns of
+/// a refused certificate only when it reads after the handshake, so this writes a request and
+/// reads; a returned `None` means the proxy answered over HTTP.
+pub async fn refusal(addr: SocketAddr, config: Arc<ClientConfig>) -> Option<AlertDescription> {
+    let mut tls = match tls_connect(addr, config).await {
+        Ok(tls) => tls,
+        Err(e) => return Some(alert_of(&e)),
+    };
+    let _ = tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n").await;
+    let mut buf = vec![0u8; 1024];
+    match tokio::time::timeout(WAIT, tls.read(&mut buf))
+        .await
+        .expect("bounded read")
+    {
+        Ok(0) => panic!("connection closed without an alert"),
+        Ok(_) => None,
+        Err(e) => Some(alert_of(&e)),
+    }
+}
+
+fn alert_of(e: &std::io::Error) -> AlertDescription {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(alert)) => *alert,
+        _ => panic!("expected a TLS alert, got: {e:?}"),
+    }
+}
+
+/// An HTTP/1.1 client connection over mTLS.
+pub async fn h1(addr: SocketAddr, config: Arc<ClientConfig>) -> hyper::client::conn::http1::SendRequest<TestBody> {
+    let tls = tls_connect(addr, config).await.expect("handshake");
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// An HTTP/2 client connection over mTLS (ALPN h2).
+pub async fn h2(
+    fx: &Fixture,
+    client: &ClientCert,
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<TestBody> {
+    let config = client_config(&fx.server_ca.der, Some(client), &[&rustls::version::TLS13], &[b"h2"]);
+    let tls = tls_connect(addr, config).await.expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// Sends one request on a fresh HTTP/1.1 connection and collects the response.
+pub async fn request(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    request: Request<TestBody>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut send = h1(addr, config).await;
+    let response = tokio::time::timeout(WAIT, send.send_request(request))
+        .await
+        .expect("bounded")
+        .expect("response");
+    collect(response).await
+}
+
+pub async fn collect(response: Response<Incoming>) -> (StatusCode, HeaderMap, Bytes) {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(WAIT, response.into_body().collect())
+        .await
+        .expect("bounded")
+        .expect("body")
+        .to_bytes();
+    (status, headers, body)
+}
+
+pub fn get(path: &str) -> Request<TestBody> {
+    Request::get(path)
+        .header("host", "localhost")
+        .body(empty())
+        .expect("request")
+}
+
+/// Writes raw bytes over an mTLS connection and reads until the proxy closes or `WAIT`.
+pub async fn raw_exchange(addr: SocketAddr, config: Arc<ClientConfig>, bytes: &[u8]) -> String {
+    let mut tls = tls_connect(addr, config).await.expect("handshake");
+    tls.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
