@@ -18,6 +18,7 @@ use crate::{app, pki};
 
 /// Runs the demo until Ctrl-C / SIGTERM.
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+    let shutdown = crate::signal::shutdown();
     let dir = TempDir::new()?;
     pki::write_dev(dir.path(), 365)?;
 
@@ -61,7 +62,7 @@ access_log = true
     println!("  curl --cacert {d}/ca.pem {url}\n");
     println!("Ctrl-C to stop.");
 
-    app::serve(config, policy, crate::signal::shutdown()).await
+    app::serve(config, policy, shutdown).await
 }
 
 /// A tiny HTTP/1.1 backend that answers every request with what it received.

@@ -31,7 +31,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let (config, policy) = app::load(&config)?;
             app::init_logging(&config.log);
-            runtime()?.block_on(app::serve(config, policy, signal::shutdown()))
+            runtime()?.block_on(async { app::serve(config, policy, signal::shutdown()).await })
         }
         Command::Check { config } => {
             let (config, policy) = app::load(&config)?;

@@ -1,26 +1,27 @@
 //! Process signals as futures.
 
+use std::future::Future;
+
 use tracing::info;
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown() {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is *called*
+/// (not first polled), so a signal that arrives right after startup is never missed. Must be
+/// called inside a tokio runtime.
+pub fn shutdown() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-                }
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    #[cfg(unix)]
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        #[cfg(unix)]
+        if let (Ok(mut terminate), Ok(mut interrupt)) = (terminate, interrupt) {
+            tokio::select! {
+                _ = terminate.recv() => info!("SIGTERM received"),
+                _ = interrupt.recv() => info!("SIGINT received"),
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
+        info!("SIGINT received");
     }
 }
