@@ -1,6 +1,7 @@
 //! TLS: from configured paths to an immutable `rustls::ServerConfig` that requires and verifies
 //! client certificates, and from a verified leaf to the identity forwarded to the backend.
 
+pub mod crl;
 pub mod identity;
 pub mod load;
 pub mod server;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use rustls::pki_types::CertificateDer;
 
 use crate::config::{Config, ConfigError, TrustSource};
+pub use crl::Revocations;
 pub use identity::ClientIdentity;
 pub use load::TrustedCa;
 pub use verify::{ClientVerifier, Reason};
@@ -49,20 +51,19 @@ impl Policy {
             }
         }
 
-        let mut crls = Vec::new();
+        let algorithms = server::provider().signature_verification_algorithms;
+        let mut revocations = Revocations::default();
         for (i, path) in auth.crl.iter().enumerate() {
             let key = format!("client_auth.crl[{i}]");
-            for crl in load::crls(path).map_err(from_load(key.clone()))? {
-                // A CRL is only consulted for certificates its issuer signed; one from a CA we do
-                // not trust would silently protect nothing.
-                if !cas.iter().any(|ca| ca.anchor.subject.as_ref() == crl.issuer()) {
-                    return Err(ConfigError::new(
+            let ders = load::crls(path).map_err(from_load(key.clone()))?;
+            for (n, der) in ders.iter().enumerate() {
+                revocations.add(der, &cas, algorithms.all).map_err(|message| {
+                    ConfigError::new(
                         file,
-                        key,
-                        format!("{}: CRL issuer is not one of the trusted CAs", path.display()),
-                    ));
-                }
-                crls.push(crl);
+                        key.clone(),
+                        format!("{}: CRL #{}: {message}", path.display(), n + 1),
+                    )
+                })?;
             }
         }
 
@@ -71,7 +72,7 @@ impl Policy {
             config.listener.http2,
             &cas,
             auth.verify_depth,
-            crls,
+            revocations,
             server_chain.clone(),
             key,
         )

@@ -8,6 +8,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 use rustls::ServerConfig;
 
+use super::crl::Revocations;
 use super::load::TrustedCa;
 use super::verify::ClientVerifier;
 use crate::config::{MinVersion, SessionResumption, TlsConfig};
@@ -24,7 +25,7 @@ pub fn build(
     http2: bool,
     cas: &[TrustedCa],
     verify_depth: u8,
-    crls: Vec<webpki::CertRevocationList<'static>>,
+    revocations: Revocations,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
@@ -32,7 +33,7 @@ pub fn build(
     let verifier = Arc::new(ClientVerifier::new(
         cas,
         verify_depth,
-        crls,
+        revocations,
         provider.signature_verification_algorithms,
     ));
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {

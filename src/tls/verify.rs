@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use super::crl::Revocations;
 use super::load::TrustedCa;
 
 /// Why a handshake failed. The labels are the stable `result` values of
@@ -117,7 +118,7 @@ fn record_rejection(reason: Reason) {
 pub struct ClientVerifier {
     anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     hints: Vec<DistinguishedName>,
-    crls: Vec<webpki::CertRevocationList<'static>>,
+    revocations: Revocations,
     /// `verify_depth - 1`: how many intermediates a verified path may contain.
     max_intermediates: usize,
     algorithms: WebPkiSupportedAlgorithms,
@@ -127,7 +128,7 @@ impl ClientVerifier {
     pub fn new(
         cas: &[TrustedCa],
         verify_depth: u8,
-        crls: Vec<webpki::CertRevocationList<'static>>,
+        revocations: Revocations,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Self {
         let anchors: Vec<_> = cas.iter().map(|ca| ca.anchor.clone()).collect();
@@ -140,7 +141,7 @@ impl ClientVerifier {
         ClientVerifier {
             anchors,
             hints,
-            crls,
+            revocations,
             max_intermediates: usize::from(verify_depth.max(1)) - 1,
             algorithms,
         }
@@ -157,26 +158,26 @@ impl ClientVerifier {
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|_| (Reason::Other, CertificateError::BadEncoding.into()))?;
 
-        let crl_refs: Vec<&webpki::CertRevocationList<'_>> = self.crls.iter().collect();
-        let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs).ok().map(|builder| {
-            builder
-                .with_depth(webpki::RevocationCheckDepth::Chain)
-                // A CRL covers the CA that issued it; clients of a CA without one are not
-                // refused for lack of revocation data.
-                .with_status_policy(webpki::UnknownStatusPolicy::Allow)
-                .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
-                .build()
-        });
-
         let max = self.max_intermediates;
-        let within_depth = |path: &webpki::VerifiedPath<'_>| {
+        let within_policy = |path: &webpki::VerifiedPath<'_>| {
             if path.intermediate_certificates().count() > max {
                 // Ranked below every validity error by webpki, so a shorter path that fails
                 // for a concrete reason (expired, revoked) still reports that reason.
-                Err(webpki::Error::PathLenConstraintViolated)
-            } else {
-                Ok(())
+                return Err(webpki::Error::PathLenConstraintViolated);
             }
+            if !self.revocations.is_empty() {
+                // CRLs come from trust anchors: they cover the certificate the anchor issued,
+                // the top of the path below it.
+                let top = match path.intermediate_certificates().next_back() {
+                    Some(intermediate) => intermediate.serial(),
+                    None => path.end_entity().serial(),
+                };
+                let anchor_spki = path.anchor().subject_public_key_info.as_ref();
+                if self.revocations.is_revoked(anchor_spki, top) {
+                    return Err(webpki::Error::CertRevoked);
+                }
+            }
+            Ok(())
         };
 
         cert.verify_for_usage(
@@ -185,8 +186,8 @@ impl ClientVerifier {
             intermediates,
             now,
             webpki::KeyUsage::client_auth(),
-            revocation,
-            Some(&within_depth),
+            None,
+            Some(&within_policy),
         )
         .map(|_| ())
         .map_err(classify)

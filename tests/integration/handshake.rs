@@ -6,7 +6,7 @@ use rustls::AlertDescription;
 use time::{Duration, OffsetDateTime};
 
 use crate::support::*;
-use originguard::tls::{load, ClientVerifier, Reason};
+use originguard::tls::{load, ClientVerifier, Reason, Revocations};
 
 /// Spawns a proxy trusting the fixture's client CA (plus config changes), and returns the
 /// alert `client` receives, asserting nothing reached the backend when refused.
@@ -211,6 +211,19 @@ async fn rejects_revoked_leaf_and_accepts_its_sibling() {
     assert_eq!(outcome(&fx, Some(&sibling), with_crl).await, None);
 }
 
+#[test]
+fn forged_crl_fails_at_startup_not_at_the_first_connection() {
+    let fx = Fixture::new();
+    // Same issuer name as the trusted client CA, different key.
+    let forger = Ca::root("test client CA");
+    let crl = fx.write("forged.crl.pem", &forger.crl(&[1]));
+    let mut config = fx.config("http://127.0.0.1:9");
+    config.client_auth.crl = vec![crl];
+    let error = originguard::tls::Policy::build(&config).expect_err("forged CRL refused");
+    assert_eq!(error.key, "client_auth.crl[0]");
+    assert!(error.message.contains("signature does not verify"), "{error}");
+}
+
 #[tokio::test]
 async fn trusts_several_cas_at_once_for_rotation() {
     let fx = Fixture::new();
@@ -256,9 +269,14 @@ fn verifier_classifies_each_refusal() {
     let cas = load::trusted_cas(&ca_path).expect("ca");
     let crl_path = dir.path().join("crl.pem");
     std::fs::write(&crl_path, ca.crl(&[7])).expect("write");
-    let crls = load::crls(&crl_path).expect("crl");
     let algs = rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
-    let verifier = ClientVerifier::new(&cas, 1, crls, algs);
+    let mut revocations = Revocations::default();
+    for der in load::crls(&crl_path).expect("crl") {
+        revocations
+            .add(&der, &cas, algs.all)
+            .expect("a CRL signed by the trusted CA");
+    }
+    let verifier = ClientVerifier::new(&cas, 1, revocations, algs);
     let now = UnixTime::now();
     let reason = |c: &ClientCert| verifier.verify(&c.chain[0], &c.chain[1..], now).err().map(|(r, _)| r);
 
