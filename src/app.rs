@@ -12,13 +12,13 @@ use tracing_subscriber::EnvFilter;
 use crate::check;
 use crate::config::{Config, ConfigError, LogConfig, LogFormat};
 use crate::proxy::{self, Proxy};
-use crate::tls::Policy;
+use crate::tls::PolicySet;
 
 /// Loads the config and builds the policy: every file read and checked, as `serve` needs it.
-pub fn load(path: &std::path::Path) -> Result<(Config, Policy), ConfigError> {
+pub fn load(path: &std::path::Path) -> Result<(Config, PolicySet), ConfigError> {
     let config = Config::load(path)?;
-    let policy = Policy::build(&config)?;
-    Ok((config, policy))
+    let policies = PolicySet::build(&config)?;
+    Ok((config, policies))
 }
 
 /// Installs the global tracing subscriber. `RUST_LOG`, when set, overrides `log.level`.
@@ -36,7 +36,7 @@ pub fn init_logging(log: &LogConfig) {
 /// Runs the proxy for a loaded config until `shutdown` resolves, then drains.
 pub async fn serve(
     config: Config,
-    policy: Policy,
+    policies: PolicySet,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let address = config.listener.address;
@@ -46,7 +46,7 @@ pub async fn serve(
             config.file.display()
         )
     })?;
-    log_policy(&config, &policy);
+    log_policies(&config, &policies);
     info!(address = %listener.local_addr()?, upstream = %config.upstream.target, "listening");
 
     let token = CancellationToken::new();
@@ -55,23 +55,33 @@ pub async fn serve(
         shutdown.await;
         trigger.cancel();
     });
-    proxy::serve(listener, Arc::new(Proxy::new(&config, policy)), token).await;
+    proxy::serve(listener, Arc::new(Proxy::new(&config, policies)), token).await;
     info!("stopped");
     Ok(())
 }
 
-fn log_policy(config: &Config, policy: &Policy) {
-    for ca in &policy.cas {
-        let s = check::CertSummary::of(&ca.der);
-        info!(subject = %s.subject, sha256 = %s.sha256, source = %ca.source, "trusting client CA");
+fn log_policies(config: &Config, policies: &PolicySet) {
+    for policy in policies.all() {
+        for ca in &policy.cas {
+            let s = check::CertSummary::of(&ca.der);
+            info!(policy = %policy.name, subject = %s.subject, sha256 = %s.sha256, source = %ca.source, "trusting client CA");
+        }
+        info!(
+            policy = %policy.name,
+            server_names = ?policy.server_names,
+            verify_depth = policy.verify_depth,
+            crls = policy.crl_files.len(),
+            allow_lists = !policy.allow.is_empty(),
+            "client certificates required"
+        );
     }
-    info!(
-        verify_depth = policy.verify_depth,
-        crls = policy.crl_files.len(),
-        certificate = %config.tls.certificate.display(),
-        "client certificates required"
-    );
-    for warning in check::warnings(policy, OffsetDateTime::now_utc()) {
+    if !config.listener.allow_peers.is_empty() {
+        info!(
+            networks = config.listener.allow_peers.len(),
+            "peer gate on: listener.allow_peers"
+        );
+    }
+    for warning in check::warnings(policies, OffsetDateTime::now_utc()) {
         warn!("{warning}");
     }
 }

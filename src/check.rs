@@ -7,9 +7,14 @@ use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::config::Config;
+use std::collections::HashMap;
+
+use base64::Engine;
+use rustls::pki_types::ServerName;
+
+use crate::config::{Config, SessionResumption};
 use crate::tls::identity::{hex, rfc4514};
-use crate::tls::{load, Policy, TrustedCa};
+use crate::tls::{load, server, Policy, PolicySet, TrustedCa};
 
 /// A CA or server certificate expiring within this many days is warned about.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -54,7 +59,7 @@ impl CertSummary {
 }
 
 /// The effective policy, as `check` prints it.
-pub fn describe(config: &Config, policy: &Policy) -> String {
+pub fn describe(config: &Config, policies: &PolicySet) -> String {
     let mut out = String::new();
     let l = &config.listener;
     let _ = writeln!(out, "config: {}", config.file.display());
@@ -67,11 +72,56 @@ pub fn describe(config: &Config, policy: &Policy) -> String {
         l.handshake_timeout,
         l.idle_timeout
     );
+    match l.allow_peers.len() {
+        0 => {
+            let _ = writeln!(out, "allow_peers: any");
+        }
+        n => {
+            let _ = writeln!(out, "allow_peers: {n} networks");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "session resumption: {}",
+        match config.tls.session_resumption {
+            SessionResumption::Tickets => format!("tickets (max age {:?}, per policy)", server::TICKET_MAX_AGE),
+            SessionResumption::Off => "off".to_string(),
+        }
+    );
+    for policy in policies.all() {
+        describe_policy(&mut out, policy);
+    }
+    let _ = writeln!(
+        out,
+        "upstream: {} ({}, connect_timeout {:?}, response_timeout {:?})",
+        config.upstream.target,
+        config.upstream.protocol.as_str(),
+        config.upstream.connect_timeout,
+        config.upstream.response_timeout
+    );
+    let _ = writeln!(
+        out,
+        "headers: client_cert {}, x_forwarded {}",
+        config.headers.client_cert.as_str(),
+        config.headers.x_forwarded
+    );
+    out
+}
+
+fn describe_policy(out: &mut String, policy: &Policy) {
+    match policy.server_names.is_empty() {
+        true => {
+            let _ = writeln!(out, "policy {} (no SNI or an unlisted name):", policy.name);
+        }
+        false => {
+            let _ = writeln!(out, "policy {} ({}):", policy.name, policy.server_names.join(", "));
+        }
+    }
     if let Some(leaf) = policy.server_chain.first() {
         let s = CertSummary::of(leaf);
         let _ = writeln!(
             out,
-            "server certificate: {} (not after {}; chain of {})",
+            "  server certificate: {} (not after {}; chain of {})",
             s.subject,
             s.not_after_text(),
             policy.server_chain.len()
@@ -79,7 +129,7 @@ pub fn describe(config: &Config, policy: &Policy) -> String {
     }
     let _ = writeln!(
         out,
-        "client certificates: required; verify_depth {} ({})",
+        "  client certificates: required; verify_depth {} ({})",
         policy.verify_depth,
         match policy.verify_depth {
             1 => "leaf issued directly by a trusted CA".to_string(),
@@ -99,25 +149,32 @@ pub fn describe(config: &Config, policy: &Policy) -> String {
     for crl in &policy.crl_files {
         let _ = writeln!(out, "  crl: {}", crl.display());
     }
-    let _ = writeln!(
-        out,
-        "upstream: {} ({}, connect_timeout {:?}, response_timeout {:?})",
-        config.upstream.target,
-        config.upstream.protocol.as_str(),
-        config.upstream.connect_timeout,
-        config.upstream.response_timeout
-    );
-    let _ = writeln!(
-        out,
-        "headers: client_cert {}, x_forwarded {}",
-        config.headers.client_cert.as_str(),
-        config.headers.x_forwarded
-    );
-    out
+    let a = &policy.allow;
+    if a.is_empty() {
+        let _ = writeln!(out, "  allow-lists: none (any certificate that chains)");
+    }
+    let lists: [(&str, Vec<String>); 5] = [
+        ("allow_subjects", a.subjects.clone()),
+        ("allow_dns_names", a.dns_names.clone()),
+        ("allow_uris", a.uris.clone()),
+        (
+            "allow_spki_sha256",
+            a.spki_sha256
+                .iter()
+                .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
+                .collect(),
+        ),
+        ("allow_cert_sha256", a.cert_sha256.iter().map(|d| hex(d)).collect()),
+    ];
+    for (key, values) in lists {
+        if !values.is_empty() {
+            let _ = writeln!(out, "  {key}: {}", values.join(", "));
+        }
+    }
 }
 
 /// Things that are legal but probably wrong or soon broken.
-pub fn warnings(policy: &Policy, now: OffsetDateTime) -> Vec<String> {
+pub fn warnings(policies: &PolicySet, now: OffsetDateTime) -> Vec<String> {
     let mut warnings = Vec::new();
     let soon = now + time::Duration::days(EXPIRY_WARNING_DAYS);
     let mut expiry = |what: String, s: &CertSummary| match s.not_after {
@@ -129,11 +186,13 @@ pub fn warnings(policy: &Policy, now: OffsetDateTime) -> Vec<String> {
         )),
         _ => {}
     };
-    if let Some(leaf) = policy.server_chain.first() {
-        expiry("server certificate".into(), &CertSummary::of(leaf));
-    }
-    for ca in &policy.cas {
-        expiry("trusted CA".into(), &CertSummary::of(&ca.der));
+    for policy in policies.all() {
+        if let Some(leaf) = policy.server_chain.first() {
+            expiry(format!("{}: server certificate", policy.name), &CertSummary::of(leaf));
+        }
+        for ca in &policy.cas {
+            expiry(format!("{}: trusted CA", policy.name), &CertSummary::of(&ca.der));
+        }
     }
 
     let cloudflare = load::cloudflare_ca();
@@ -142,24 +201,63 @@ pub fn warnings(policy: &Policy, now: OffsetDateTime) -> Vec<String> {
             .iter()
             .any(|cf| cf.anchor.subject_public_key_info == ca.anchor.subject_public_key_info)
     };
-    if !policy.cas.is_empty() && policy.cas.iter().all(is_cloudflare_pull_ca) {
-        warnings.push(
-            "only the shared Cloudflare origin-pull CA is trusted: its client certificate is the same for every \
-             Cloudflare customer, so any Cloudflare zone pointed at this origin passes. Use zone-level or \
-             per-hostname Authenticated Origin Pulls with your own CA (trust = [\"/path/to/your-ca.pem\"])"
-                .into(),
-        );
-    }
-    for ca in &policy.cas {
-        let subject = CertSummary::of(&ca.der).subject.to_ascii_lowercase();
-        if subject.contains("cloudflare") && subject.contains("origin ssl") {
+    for policy in policies.all() {
+        if !policy.cas.is_empty() && policy.cas.iter().all(is_cloudflare_pull_ca) && policy.allow.is_empty() {
             warnings.push(format!(
-                "{} is trusted for client certificates, but it is the Cloudflare Origin CA, which signs origin \
-                 *server* certificates; Cloudflare's client certificate is issued by the origin-pull CA \
-                 (trust = [\"cloudflare\"])",
-                ca.source
+                "{}: only the shared Cloudflare origin-pull CA is trusted, with no allow-list: its client \
+                 certificate is the same for every Cloudflare customer, so any Cloudflare zone pointed at this \
+                 origin passes. Use zone-level or per-hostname Authenticated Origin Pulls with your own CA \
+                 (trust = [\"/path/to/your-ca.pem\"]), or pin a certificate (allow_cert_sha256)",
+                policy.name
             ));
+        }
+        for ca in &policy.cas {
+            let subject = CertSummary::of(&ca.der).subject.to_ascii_lowercase();
+            if subject.contains("cloudflare") && subject.contains("origin ssl") {
+                warnings.push(format!(
+                    "{}: {} is trusted for client certificates, but it is the Cloudflare Origin CA, which signs \
+                     origin *server* certificates; Cloudflare's client certificate is issued by the origin-pull CA \
+                     (trust = [\"cloudflare\"])",
+                    policy.name, ca.source
+                ));
+            }
+        }
+        if let Some(leaf) = policy.server_chain.first() {
+            for name in &policy.server_names {
+                if !certificate_covers(leaf, name) {
+                    warnings.push(format!(
+                        "{}: server certificate does not cover server name {name:?}: clients checking the \
+                         certificate (Cloudflare in Full (strict)) will refuse it",
+                        policy.name
+                    ));
+                }
+            }
+        }
+    }
+
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for policy in &policies.hosts {
+        for name in &policy.server_names {
+            if let Some(first) = seen.insert(name, &policy.name) {
+                warnings.push(format!(
+                    "server name {name:?} is listed by both {first} and {}; {first} wins",
+                    policy.name
+                ));
+                seen.insert(name, first);
+            }
         }
     }
     warnings
+}
+
+/// Whether a certificate is valid for `name` (for `*.domain`, for a name under it).
+fn certificate_covers(leaf: &CertificateDer<'_>, name: &str) -> bool {
+    let probe = match name.strip_prefix("*.") {
+        Some(domain) => format!("originguard-probe.{domain}"),
+        None => name.to_string(),
+    };
+    let Ok(server_name) = ServerName::try_from(probe) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(leaf).is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&server_name).is_ok())
 }

@@ -44,6 +44,8 @@ pub struct Config {
     pub listener: ListenerConfig,
     pub tls: TlsConfig,
     pub client_auth: ClientAuthConfig,
+    /// Per-hostname policies, in file order.
+    pub hosts: Vec<HostConfig>,
     pub upstream: UpstreamConfig,
     pub headers: HeadersConfig,
     pub log: LogConfig,
@@ -58,6 +60,8 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub http2: bool,
+    /// Source-address gate; empty = any peer.
+    pub allow_peers: Vec<crate::net::IpNet>,
 }
 
 #[derive(Clone, Debug)]
@@ -86,6 +90,43 @@ pub struct ClientAuthConfig {
     /// Apache `SSLVerifyDepth` meaning: 1 = leaf issued directly by a trusted CA.
     pub verify_depth: u8,
     pub crl: Vec<PathBuf>,
+    pub allow: AllowLists,
+}
+
+/// Checks on top of chain validation. Each non-empty list must match; empty lists allow any
+/// certificate that chains.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowLists {
+    /// Exact RFC 4514 subjects, or `CN=name` to match the common name alone.
+    pub subjects: Vec<String>,
+    /// SAN dNSNames, lowercase; `*.example.com` matches exactly one label.
+    pub dns_names: Vec<String>,
+    /// SAN URIs, exact.
+    pub uris: Vec<String>,
+    /// SHA-256 of the DER SubjectPublicKeyInfo.
+    pub spki_sha256: Vec<[u8; 32]>,
+    /// SHA-256 of the leaf certificate DER.
+    pub cert_sha256: Vec<[u8; 32]>,
+}
+
+impl AllowLists {
+    pub fn is_empty(&self) -> bool {
+        self.subjects.is_empty()
+            && self.dns_names.is_empty()
+            && self.uris.is_empty()
+            && self.spki_sha256.is_empty()
+            && self.cert_sha256.is_empty()
+    }
+}
+
+/// A `[[hosts]]` table: a policy chosen by SNI (per-hostname AOP).
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Lowercase exact names or `*.domain` wildcards.
+    pub server_names: Vec<String>,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub client_auth: ClientAuthConfig,
 }
 
 /// Where a trusted client CA comes from.
@@ -226,6 +267,8 @@ struct RawConfig {
     tls: Option<RawTls>,
     #[serde(default)]
     client_auth: RawClientAuth,
+    #[serde(default)]
+    hosts: Vec<RawHost>,
     upstream: Option<RawUpstream>,
     #[serde(default)]
     headers: RawHeaders,
@@ -243,6 +286,7 @@ struct RawListener {
     max_connections: i64,
     max_header_bytes: i64,
     http2: bool,
+    allow_peers: Vec<String>,
 }
 
 impl Default for RawListener {
@@ -255,6 +299,7 @@ impl Default for RawListener {
             max_connections: 10_000,
             max_header_bytes: 65_536,
             http2: true,
+            allow_peers: Vec::new(),
         }
     }
 }
@@ -278,22 +323,29 @@ fn default_resumption() -> String {
     "tickets".into()
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// `[client_auth]` and `[hosts.client_auth]`: every key optional, so a host falls back key by
+/// key to the top level, and the top level to the documented defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawClientAuth {
-    trust: Vec<String>,
-    verify_depth: i64,
-    crl: Vec<String>,
+    trust: Option<Vec<String>>,
+    verify_depth: Option<i64>,
+    crl: Option<Vec<String>>,
+    allow_subjects: Option<Vec<String>>,
+    allow_dns_names: Option<Vec<String>>,
+    allow_uris: Option<Vec<String>>,
+    allow_spki_sha256: Option<Vec<String>>,
+    allow_cert_sha256: Option<Vec<String>>,
 }
 
-impl Default for RawClientAuth {
-    fn default() -> Self {
-        RawClientAuth {
-            trust: vec!["cloudflare".into()],
-            verify_depth: 1,
-            crl: Vec::new(),
-        }
-    }
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    server_names: Vec<String>,
+    certificate: Option<String>,
+    private_key: Option<String>,
+    #[serde(default)]
+    client_auth: RawClientAuth,
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,6 +445,17 @@ impl RawConfig {
                 MAX_HEADER_BYTES,
             )?,
             http2: l.http2,
+            allow_peers: l
+                .allow_peers
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    crate::net::parse_peers(entry).map_err(|m| err(&format!("listener.allow_peers[{i}]"), m))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
         };
 
         let t = self.tls.ok_or_else(|| {
@@ -426,34 +489,39 @@ impl RawConfig {
             },
         };
 
-        let c = self.client_auth;
-        if c.trust.is_empty() {
-            return Err(err(
-                "client_auth.trust",
-                "must name at least one CA (\"cloudflare\" or a PEM path): client certificates are always required"
-                    .into(),
-            ));
-        }
-        let trust = c
-            .trust
-            .iter()
-            .enumerate()
-            .map(|(i, entry)| match entry.as_str() {
-                "cloudflare" => Ok(TrustSource::Cloudflare),
-                "" => Err(err(&format!("client_auth.trust[{i}]"), "empty path".into())),
-                path => Ok(TrustSource::File(PathBuf::from(path))),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let client_auth = ClientAuthConfig {
-            trust,
-            verify_depth: in_range(file, "client_auth.verify_depth", c.verify_depth, 1, MAX_VERIFY_DEPTH)?,
-            crl: c
-                .crl
+        let defaults = ClientAuthConfig {
+            trust: vec![TrustSource::Cloudflare],
+            verify_depth: 1,
+            crl: Vec::new(),
+            allow: AllowLists::default(),
+        };
+        let client_auth = self.client_auth.resolve(file, "client_auth", &defaults)?;
+
+        let mut hosts = Vec::with_capacity(self.hosts.len());
+        for (i, h) in self.hosts.into_iter().enumerate() {
+            let key = |k: &str| format!("hosts[{i}].{k}");
+            if h.server_names.is_empty() {
+                return Err(err(&key("server_names"), "must name at least one host".into()));
+            }
+            let server_names = h
+                .server_names
                 .iter()
                 .enumerate()
-                .map(|(i, p)| non_empty_path(file, &format!("client_auth.crl[{i}]"), p))
-                .collect::<Result<_, _>>()?,
-        };
+                .map(|(n, name)| server_name(name).map_err(|m| err(&key(&format!("server_names[{n}]")), m)))
+                .collect::<Result<Vec<_>, _>>()?;
+            hosts.push(HostConfig {
+                server_names,
+                certificate: match &h.certificate {
+                    Some(p) => non_empty_path(file, &key("certificate"), p)?,
+                    None => tls.certificate.clone(),
+                },
+                private_key: match &h.private_key {
+                    Some(p) => non_empty_path(file, &key("private_key"), p)?,
+                    None => tls.private_key.clone(),
+                },
+                client_auth: h.client_auth.resolve(file, &key("client_auth"), &client_auth)?,
+            });
+        }
 
         let u = self
             .upstream
@@ -515,11 +583,139 @@ impl RawConfig {
             listener,
             tls,
             client_auth,
+            hosts,
             upstream,
             headers,
             log,
         })
     }
+}
+
+impl RawClientAuth {
+    /// Validates this table, taking unset keys from `parent` (key by key).
+    fn resolve(self, file: &Path, prefix: &str, parent: &ClientAuthConfig) -> Result<ClientAuthConfig, ConfigError> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let err = |k: String, message: String| ConfigError::new(file, k, message);
+        let trust =
+            match self.trust {
+                None => parent.trust.clone(),
+                Some(entries) if entries.is_empty() => return Err(err(
+                    key("trust"),
+                    "must name at least one CA (\"cloudflare\" or a PEM path): client certificates are always required"
+                        .into(),
+                )),
+                Some(entries) => entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, entry)| match entry.as_str() {
+                        "cloudflare" => Ok(TrustSource::Cloudflare),
+                        "" => Err(err(key(&format!("trust[{i}]")), "empty path".into())),
+                        path => Ok(TrustSource::File(PathBuf::from(path))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+        let verify_depth = match self.verify_depth {
+            None => parent.verify_depth,
+            Some(d) => in_range(file, &key("verify_depth"), d, 1, MAX_VERIFY_DEPTH)?,
+        };
+        let crl = match self.crl {
+            None => parent.crl.clone(),
+            Some(paths) => paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| non_empty_path(file, &key(&format!("crl[{i}]")), p))
+                .collect::<Result<_, _>>()?,
+        };
+        let p = &parent.allow;
+        let allow = AllowLists {
+            subjects: match self.allow_subjects {
+                None => p.subjects.clone(),
+                Some(v) => non_empty_entries(file, &key("allow_subjects"), v)?,
+            },
+            dns_names: match self.allow_dns_names {
+                None => p.dns_names.clone(),
+                Some(v) => non_empty_entries(file, &key("allow_dns_names"), v)?
+                    .into_iter()
+                    .map(|n| n.to_ascii_lowercase())
+                    .collect(),
+            },
+            uris: match self.allow_uris {
+                None => p.uris.clone(),
+                Some(v) => non_empty_entries(file, &key("allow_uris"), v)?,
+            },
+            spki_sha256: match self.allow_spki_sha256 {
+                None => p.spki_sha256.clone(),
+                Some(v) => v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, pin)| base64_sha256(pin).map_err(|m| err(key(&format!("allow_spki_sha256[{i}]")), m)))
+                    .collect::<Result<_, _>>()?,
+            },
+            cert_sha256: match self.allow_cert_sha256 {
+                None => p.cert_sha256.clone(),
+                Some(v) => v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, pin)| hex_sha256(pin).map_err(|m| err(key(&format!("allow_cert_sha256[{i}]")), m)))
+                    .collect::<Result<_, _>>()?,
+            },
+        };
+        Ok(ClientAuthConfig {
+            trust,
+            verify_depth,
+            crl,
+            allow,
+        })
+    }
+}
+
+fn non_empty_entries(file: &Path, key: &str, values: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if let Some(i) = values.iter().position(String::is_empty) {
+        return Err(ConfigError::new(file, format!("{key}[{i}]"), "empty entry"));
+    }
+    Ok(values)
+}
+
+/// A `server_names` entry: a DNS name or `*.domain`, lowercased, without a trailing dot.
+fn server_name(name: &str) -> Result<String, String> {
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    let check = lower.strip_prefix("*.").unwrap_or(&lower);
+    let valid = !check.is_empty()
+        && check.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err(format!(
+            "invalid host name {name:?} (expected e.g. \"api.example.com\" or \"*.example.com\")"
+        ));
+    }
+    Ok(lower)
+}
+
+fn base64_sha256(pin: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(pin)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| format!("{pin:?} is not a base64 SHA-256 (44 characters ending in '=')"))
+}
+
+fn hex_sha256(pin: &str) -> Result<[u8; 32], String> {
+    let digits: String = pin.chars().filter(|c| *c != ':').collect();
+    let bad = || format!("{pin:?} is not a hex SHA-256 (64 hex digits, colons optional)");
+    if digits.len() != 64 || !digits.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
 }
 
 fn upstream_target(file: &Path, url: &str) -> Result<UpstreamTarget, ConfigError> {

@@ -23,6 +23,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod net;
 pub mod pki;
 pub mod proxy;
 pub mod signal;

@@ -29,14 +29,14 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => {
-            let (config, policy) = app::load(&config)?;
+            let (config, policies) = app::load(&config)?;
             app::init_logging(&config.log);
-            runtime()?.block_on(async { app::serve(config, policy, signal::shutdown()).await })
+            runtime()?.block_on(async { app::serve(config, policies, signal::shutdown()).await })
         }
         Command::Check { config } => {
-            let (config, policy) = app::load(&config)?;
-            print!("{}", check::describe(&config, &policy));
-            let warnings = check::warnings(&policy, time::OffsetDateTime::now_utc());
+            let (config, policies) = app::load(&config)?;
+            print!("{}", check::describe(&config, &policies));
+            let warnings = check::warnings(&policies, time::OffsetDateTime::now_utc());
             if warnings.is_empty() {
                 println!("warnings: none");
             }

@@ -1,6 +1,7 @@
 //! The one place that turns a failure into the response the proxy makes itself.
 //!
-//! Statuses (INTERFACE.md): 502 upstream refused/reset/unreachable, 504 no response head within
+//! Statuses (INTERFACE.md): 421 the request's host selects another `[[hosts]]` policy than the
+//! connection's SNI did; 502 upstream refused/reset/unreachable, 504 no response head within
 //! `upstream.response_timeout`. 400 (malformed request) and 431 (head larger than
 //! `listener.max_header_bytes`) are produced by hyper's parser before a request exists.
 //! Bodies are short plain text; causes go to the log, never to the client.
@@ -18,6 +19,8 @@ pub enum ProxyError {
     Upstream(#[source] hyper_util::client::legacy::Error),
     #[error("upstream sent no response head in time")]
     UpstreamTimeout,
+    #[error("request host belongs to another policy than the connection")]
+    Misdirected,
 }
 
 impl ProxyError {
@@ -27,6 +30,7 @@ impl ProxyError {
             ProxyError::Upstream(e) if e.is_connect() => "connect",
             ProxyError::Upstream(_) => "reset",
             ProxyError::UpstreamTimeout => "timeout",
+            ProxyError::Misdirected => "misdirected",
         }
     }
 }
@@ -35,6 +39,10 @@ impl ProxyError {
 pub fn rescue(error: &ProxyError) -> Response<ProxyBody> {
     match error {
         ProxyError::Upstream(_) => text(StatusCode::BAD_GATEWAY, "502 bad gateway: upstream unavailable\n"),
+        ProxyError::Misdirected => text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "421 misdirected request: this connection is not authorized for that host\n",
+        ),
         ProxyError::UpstreamTimeout => text(
             StatusCode::GATEWAY_TIMEOUT,
             "504 gateway timeout: upstream did not respond in time\n",

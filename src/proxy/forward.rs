@@ -22,11 +22,11 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::error::{rescue, ProxyError};
 use super::Proxy;
-use crate::tls::ClientIdentity;
+use crate::tls::{ClientIdentity, PolicyId};
 
 /// The response body type of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -35,6 +35,9 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 pub struct Connection {
     pub proxy: Arc<Proxy>,
     pub peer: IpAddr,
+    /// The policy the connection's SNI selected; every request must belong to it.
+    pub policy: PolicyId,
+    pub sni: Option<String>,
     pub identity: ClientIdentity,
     pub activity: Arc<Activity>,
 }
@@ -55,7 +58,13 @@ pub async fn handle(request: Request<Incoming>, conn: Arc<Connection>) -> Respon
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
 
-    let response = match forward(request, &conn).await {
+    let host = request_host(&request).map(str::to_owned);
+
+    let result = match misdirected(&conn, host.as_deref()) {
+        true => Err(ProxyError::Misdirected),
+        false => forward(request, &conn).await,
+    };
+    let response = match result {
         Ok(response) => response.map(|body| {
             Tracked {
                 inner: body,
@@ -64,7 +73,15 @@ pub async fn handle(request: Request<Incoming>, conn: Arc<Connection>) -> Respon
             .boxed()
         }),
         Err(error) => {
-            warn!(peer = %conn.peer, %method, %path, error = %error_chain(&error), "upstream error");
+            match &error {
+                ProxyError::Misdirected => debug!(
+                    peer = %conn.peer,
+                    sni = conn.sni.as_deref().unwrap_or(""),
+                    host = host.as_deref().unwrap_or(""),
+                    "request host belongs to another policy than the connection's SNI: 421"
+                ),
+                _ => warn!(peer = %conn.peer, %method, %path, error = %error_chain(&error), "upstream error"),
+            }
             rescue(&error)
         }
     };
@@ -73,6 +90,8 @@ pub async fn handle(request: Request<Incoming>, conn: Arc<Connection>) -> Respon
         info!(
             target: "originguard::access",
             peer = %conn.peer,
+            sni = conn.sni.as_deref().unwrap_or(""),
+            host = host.as_deref().unwrap_or(""),
             %method,
             %path,
             status = response.status().as_u16(),
@@ -82,6 +101,23 @@ pub async fn handle(request: Request<Incoming>, conn: Arc<Connection>) -> Respon
         );
     }
     response
+}
+
+/// The request's `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+fn request_host<B>(request: &Request<B>) -> Option<&str> {
+    match request.headers().get(header::HOST) {
+        Some(host) => host.to_str().ok(),
+        None => request.uri().authority().map(|a| a.as_str()),
+    }
+}
+
+/// Whether the request names a host under a different policy than the one its connection was
+/// verified under (TLS for one host, request for another: Traefik CVE-2019-20894). Checked on
+/// every request, since one HTTP/2 connection carries many. A request without a host cannot
+/// select another policy.
+fn misdirected(conn: &Connection, host: Option<&str>) -> bool {
+    let policies = &conn.proxy.policies;
+    policies.has_hosts() && host.is_some_and(|host| policies.select_authority(host) != conn.policy)
 }
 
 async fn forward(request: Request<Incoming>, conn: &Connection) -> Result<Response<Incoming>, ProxyError> {

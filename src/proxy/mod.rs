@@ -36,8 +36,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, HeadersConfig, ListenerConfig};
+use crate::net;
 use crate::tls::verify::with_rejection_slot;
-use crate::tls::{ClientIdentity, Policy, Reason};
+use crate::tls::{ClientIdentity, PolicySet, Reason};
 use forward::{Activity, Connection};
 use upstream::Upstream;
 
@@ -49,7 +50,7 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// Everything the data path needs, immutable once built.
 pub struct Proxy {
-    pub policy: Policy,
+    pub policies: PolicySet,
     pub listener: ListenerConfig,
     pub headers: HeadersConfig,
     pub upstream: Upstream,
@@ -60,7 +61,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: &Config, policy: Policy) -> Proxy {
+    pub fn new(config: &Config, policies: PolicySet) -> Proxy {
         let l = &config.listener;
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
@@ -75,7 +76,7 @@ impl Proxy {
             http = http.http1_only();
         }
         Proxy {
-            policy,
+            policies,
             listener: l.clone(),
             headers: config.headers.clone(),
             upstream: Upstream::new(&config.upstream),
@@ -112,6 +113,11 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Cancellat
             },
             () = shutdown.cancelled() => break,
         };
+        if !net::allowed(&proxy.listener.allow_peers, peer.ip()) {
+            // Closed before any TLS work: the gate is there to make unwanted peers cheap.
+            debug!(%peer, "peer not in listener.allow_peers; closed");
+            continue;
+        }
         tracker.spawn(connection(stream, peer, proxy.clone(), shutdown.clone(), permit));
     }
     drop(listener);
@@ -134,17 +140,21 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
-    let config = proxy.policy.server_config.clone();
+    let policies = &proxy.policies;
     let handshake = async move {
         let mut acceptor = LazyConfigAcceptor::new(Acceptor::default(), stream);
         let start = match (&mut acceptor).await {
             Ok(start) => start,
             Err(error) => return Err((error, acceptor.take_io())),
         };
+        // The policy is chosen from the ClientHello, before the certificate request, so each
+        // host advertises and verifies against its own CAs.
+        let (id, policy) = policies.select(start.client_hello().server_name());
         start
-            .into_stream(config)
+            .into_stream(policy.server_config.clone())
             .into_fallible()
             .await
+            .map(|tls| (id, tls))
             .map_err(|(error, io)| (error, Some(io)))
     };
     let tls = match tokio::time::timeout(proxy.listener.handshake_timeout, with_rejection_slot(handshake)).await {
@@ -160,8 +170,9 @@ async fn connection(
             }
             return;
         }
-        Ok((Ok(tls), _)) => tls,
+        Ok((Ok(accepted), _)) => accepted,
     };
+    let (policy, tls) = tls;
 
     let (_, session) = tls.get_ref();
     // The verifier is mandatory, so a finished handshake has a verified chain; never forward
@@ -171,8 +182,11 @@ async fn connection(
         return;
     };
     let identity = ClientIdentity::from_leaf(leaf);
+    let sni = session.server_name().map(str::to_owned);
     debug!(
         %peer,
+        sni = sni.as_deref().unwrap_or(""),
+        policy = %proxy.policies.get(policy).name,
         subject = %identity.subject,
         resumed = matches!(session.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
         alpn = ?session.alpn_protocol().map(String::from_utf8_lossy),
@@ -184,6 +198,8 @@ async fn connection(
     let conn = Arc::new(Connection {
         proxy: proxy.clone(),
         peer: peer.ip(),
+        policy,
+        sni,
         identity,
         activity: activity.clone(),
     });

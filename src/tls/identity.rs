@@ -176,6 +176,61 @@ fn ascii_escaped(bytes: &[u8]) -> String {
     out
 }
 
+/// A leaf's subject, for `allow_subjects`.
+pub struct Subject {
+    /// RFC 4514 form.
+    pub rfc4514: String,
+    pub common_names: Vec<String>,
+}
+
+impl Subject {
+    pub fn parse(der: &CertificateDer<'_>) -> Option<Subject> {
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
+        let common_names = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(escape_value))
+            .collect();
+        Some(Subject {
+            rfc4514: rfc4514(cert.subject()),
+            common_names,
+        })
+    }
+
+    /// `CN=name` (a single CN attribute, nothing else) matches any common name; anything else
+    /// must equal the whole RFC 4514 subject.
+    pub fn matches(&self, wanted: &str) -> bool {
+        if self.rfc4514 == wanted {
+            return true;
+        }
+        match wanted.strip_prefix("CN=") {
+            Some(cn) if !has_unescaped_separator(cn) => self.common_names.iter().any(|c| c == cn),
+            _ => false,
+        }
+    }
+}
+
+fn has_unescaped_separator(value: &str) -> bool {
+    let mut escaped = false;
+    for c in value.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            ',' | '+' => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -1,52 +1,91 @@
-//! TLS: from configured paths to an immutable `rustls::ServerConfig` that requires and verifies
-//! client certificates, and from a verified leaf to the identity forwarded to the backend.
+//! TLS: from configured paths to immutable `rustls::ServerConfig`s — one per policy — that
+//! require and verify client certificates, and from a verified leaf to the identity forwarded
+//! to the backend.
 
 pub mod crl;
 pub mod identity;
 pub mod load;
+pub mod select;
 pub mod server;
 pub mod verify;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
 
-use crate::config::{Config, ConfigError, TrustSource};
+use crate::config::{AllowLists, ClientAuthConfig, Config, ConfigError, TrustSource};
 pub use crl::Revocations;
 pub use identity::ClientIdentity;
 pub use load::TrustedCa;
+pub use select::{PolicyId, PolicySet};
 pub use verify::{ClientVerifier, Reason};
 
-/// Everything a listener needs to authenticate clients, built and validated up front: every
-/// file is read and parsed here, so a bad certificate fails at startup (or reload), never at the
-/// first connection.
+/// One client-authentication policy (the top level, or one `[[hosts]]` table) with everything a
+/// listener needs, built and validated up front: every file is read and parsed here, so a bad
+/// certificate fails at startup (or reload), never at the first connection.
 #[derive(Clone, Debug)]
 pub struct Policy {
+    /// `default` or `hosts[N]`, for logs and reports.
+    pub name: String,
+    /// The names that select it (empty for the default policy).
+    pub server_names: Vec<String>,
     pub server_config: Arc<rustls::ServerConfig>,
     /// The server chain as loaded (leaf first), for reports.
     pub server_chain: Vec<CertificateDer<'static>>,
     pub cas: Vec<TrustedCa>,
     pub crl_files: Vec<PathBuf>,
     pub verify_depth: u8,
+    pub allow: AllowLists,
+}
+
+/// Where a policy's settings live in the config file, for error messages.
+pub(crate) struct Keys {
+    pub name: String,
+    pub certificate: String,
+    pub private_key: String,
+    pub client_auth: String,
 }
 
 impl Policy {
+    /// Builds the top-level policy alone (what a config without `[[hosts]]` serves).
     pub fn build(config: &Config) -> Result<Policy, ConfigError> {
+        let keys = Keys {
+            name: "default".into(),
+            certificate: "tls.certificate".into(),
+            private_key: "tls.private_key".into(),
+            client_auth: "client_auth".into(),
+        };
+        Policy::build_one(
+            config,
+            &keys,
+            &config.tls.certificate,
+            &config.tls.private_key,
+            &config.client_auth,
+            &[],
+        )
+    }
+
+    pub(crate) fn build_one(
+        config: &Config,
+        keys: &Keys,
+        certificate: &Path,
+        private_key: &Path,
+        auth: &ClientAuthConfig,
+        server_names: &[String],
+    ) -> Result<Policy, ConfigError> {
         let file = &config.file;
-        let tls = &config.tls;
-        let auth = &config.client_auth;
         let from_load = |key: String| move |e: load::LoadError| ConfigError::new(file, key, e);
 
-        let server_chain = load::certificates(&tls.certificate).map_err(from_load("tls.certificate".into()))?;
-        let key = load::private_key(&tls.private_key).map_err(from_load("tls.private_key".into()))?;
+        let server_chain = load::certificates(certificate).map_err(from_load(keys.certificate.clone()))?;
+        let key = load::private_key(private_key).map_err(from_load(keys.private_key.clone()))?;
 
         let mut cas = Vec::new();
         for (i, source) in auth.trust.iter().enumerate() {
             match source {
                 TrustSource::Cloudflare => cas.extend(load::cloudflare_ca()),
                 TrustSource::File(path) => {
-                    cas.extend(load::trusted_cas(path).map_err(from_load(format!("client_auth.trust[{i}]")))?)
+                    cas.extend(load::trusted_cas(path).map_err(from_load(format!("{}.trust[{i}]", keys.client_auth)))?)
                 }
             }
         }
@@ -54,7 +93,7 @@ impl Policy {
         let algorithms = server::provider().signature_verification_algorithms;
         let mut revocations = Revocations::default();
         for (i, path) in auth.crl.iter().enumerate() {
-            let key = format!("client_auth.crl[{i}]");
+            let key = format!("{}.crl[{i}]", keys.client_auth);
             let ders = load::crls(path).map_err(from_load(key.clone()))?;
             for (n, der) in ders.iter().enumerate() {
                 revocations.add(der, &cas, algorithms.all).map_err(|message| {
@@ -67,34 +106,34 @@ impl Policy {
             }
         }
 
-        let server_config = server::build(
-            tls,
-            config.listener.http2,
-            &cas,
-            auth.verify_depth,
-            revocations,
-            server_chain.clone(),
-            key,
-        )
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => ConfigError::new(
-                file,
-                "tls.private_key",
-                format!(
-                    "{}: does not match the certificate in {}",
-                    tls.private_key.display(),
-                    tls.certificate.display()
+        let verifier = ClientVerifier::new(&cas, auth.verify_depth, revocations, auth.allow.clone(), algorithms);
+        let server_config = server::build(&config.tls, config.listener.http2, verifier, server_chain.clone(), key)
+            .map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => ConfigError::new(
+                    file,
+                    keys.private_key.clone(),
+                    format!(
+                        "{}: does not match the certificate in {}",
+                        private_key.display(),
+                        certificate.display()
+                    ),
                 ),
-            ),
-            e => ConfigError::new(file, "tls.certificate", format!("{}: {e}", tls.certificate.display())),
-        })?;
+                e => ConfigError::new(
+                    file,
+                    keys.certificate.clone(),
+                    format!("{}: {e}", certificate.display()),
+                ),
+            })?;
 
         Ok(Policy {
+            name: keys.name.clone(),
+            server_names: server_names.to_vec(),
             server_config,
             server_chain,
             cas,
             crl_files: auth.crl.clone(),
             verify_depth: auth.verify_depth,
+            allow: auth.allow.clone(),
         })
     }
 }

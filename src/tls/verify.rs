@@ -22,7 +22,9 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use super::crl::Revocations;
+use super::identity::{self, sha256};
 use super::load::TrustedCa;
+use crate::config::AllowLists;
 
 /// Why a handshake failed. The labels are the stable `result` values of
 /// `originguard_handshakes_total`.
@@ -119,6 +121,7 @@ pub struct ClientVerifier {
     anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     hints: Vec<DistinguishedName>,
     revocations: Revocations,
+    allow: AllowLists,
     /// `verify_depth - 1`: how many intermediates a verified path may contain.
     max_intermediates: usize,
     algorithms: WebPkiSupportedAlgorithms,
@@ -129,6 +132,7 @@ impl ClientVerifier {
         cas: &[TrustedCa],
         verify_depth: u8,
         revocations: Revocations,
+        allow: AllowLists,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Self {
         let anchors: Vec<_> = cas.iter().map(|ca| ca.anchor.clone()).collect();
@@ -142,6 +146,7 @@ impl ClientVerifier {
             anchors,
             hints,
             revocations,
+            allow,
             max_intermediates: usize::from(verify_depth.max(1)) - 1,
             algorithms,
         }
@@ -189,8 +194,15 @@ impl ClientVerifier {
             None,
             Some(&within_policy),
         )
-        .map(|_| ())
-        .map_err(classify)
+        .map_err(classify)?;
+
+        if !self.allow.is_empty() && !permits(&self.allow, end_entity, &cert) {
+            return Err((
+                Reason::NotAllowed,
+                CertificateError::ApplicationVerificationFailure.into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -236,6 +248,49 @@ impl ClientCertVerifier for ClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+/// The allow-lists, checked after the chain verified: every non-empty list must match.
+fn permits(allow: &AllowLists, der: &CertificateDer<'_>, cert: &webpki::EndEntityCert<'_>) -> bool {
+    if !allow.cert_sha256.is_empty() && !allow.cert_sha256.contains(&sha256(der.as_ref())) {
+        return false;
+    }
+    if !allow.spki_sha256.is_empty()
+        && !allow
+            .spki_sha256
+            .contains(&sha256(cert.subject_public_key_info().as_ref()))
+    {
+        return false;
+    }
+    if !allow.dns_names.is_empty()
+        && !cert
+            .valid_dns_names()
+            .any(|name| allow.dns_names.iter().any(|pattern| dns_matches(pattern, name)))
+    {
+        return false;
+    }
+    if !allow.uris.is_empty() && !cert.valid_uri_names().any(|uri| allow.uris.iter().any(|u| u == uri)) {
+        return false;
+    }
+    if !allow.subjects.is_empty() {
+        let Some(subject) = identity::Subject::parse(der) else {
+            return false;
+        };
+        if !allow.subjects.iter().any(|wanted| subject.matches(wanted)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// `pattern` is lowercase; `*.example.com` matches exactly one label.
+fn dns_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(domain) => name
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(domain)),
+        None => pattern.eq_ignore_ascii_case(name),
     }
 }
 

@@ -51,7 +51,7 @@ fn shipped_example_config_checks_clean() {
     );
     assert!(text.contains("not after: 2029-11-01 17:00:00 UTC"), "{text}");
     assert!(
-        text.contains("warning: only the shared Cloudflare origin-pull CA is trusted"),
+        text.contains("warning: default: only the shared Cloudflare origin-pull CA is trusted"),
         "{text}"
     );
 }

@@ -276,7 +276,7 @@ fn verifier_classifies_each_refusal() {
             .add(&der, &cas, algs.all)
             .expect("a CRL signed by the trusted CA");
     }
-    let verifier = ClientVerifier::new(&cas, 1, revocations, algs);
+    let verifier = ClientVerifier::new(&cas, 1, revocations, Default::default(), algs);
     let now = UnixTime::now();
     let reason = |c: &ClientCert| verifier.verify(&c.chain[0], &c.chain[1..], now).err().map(|(r, _)| r);
 

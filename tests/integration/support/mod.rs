@@ -20,7 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use originguard::config::Config;
 use originguard::proxy::{self, Proxy};
-use originguard::tls::Policy;
+use originguard::tls::PolicySet;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{AlertDescription, ClientConfig, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -265,11 +265,11 @@ impl ProxyHandle {
 }
 
 pub async fn spawn_proxy(config: Config) -> ProxyHandle {
-    let policy = Policy::build(&config).expect("policy");
+    let policies = PolicySet::build(&config).expect("policy");
     let listener = TcpListener::bind(config.listener.address).await.expect("bind proxy");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
-    let proxy = Arc::new(Proxy::new(&config, policy));
+    let proxy = Arc::new(Proxy::new(&config, policies));
     let task = tokio::spawn(proxy::serve(listener, proxy, shutdown.clone()));
     ProxyHandle { addr, shutdown, task }
 }

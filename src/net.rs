@@ -1,0 +1,117 @@
+//! IP networks for `listener.allow_peers`, including Cloudflare's published ranges (embedded).
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// Cloudflare's published ranges (https://www.cloudflare.com/ips/), as of 2026.
+const CLOUDFLARE_V4: &str = include_str!("../config/cloudflare-ips-v4.txt");
+const CLOUDFLARE_V6: &str = include_str!("../config/cloudflare-ips-v6.txt");
+
+/// An IPv4 or IPv6 network in CIDR form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `"203.0.113.0/24"`, `"2001:db8::/32"`, or a bare address (a /32 or /128).
+    pub fn parse(text: &str) -> Result<IpNet, String> {
+        let bad = || format!("invalid network {text:?} (expected CIDR like \"203.0.113.0/24\" or an IP address)");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // A v4 peer on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
+                u128::from(u32::from(net)) << 96,
+                u128::from(u32::from(ip)) << 96,
+                self.prefix,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(u128::from(net), u128::from(ip), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: u128, b: u128, prefix: u8) -> bool {
+    if prefix == 0 {
+        return true;
+    }
+    let mask = u128::MAX << (128 - u32::from(prefix));
+    a & mask == b & mask
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// One `allow_peers` entry: `"cloudflare"` (every published range) or a network.
+pub fn parse_peers(entry: &str) -> Result<Vec<IpNet>, String> {
+    if entry == "cloudflare" {
+        return Ok(cloudflare_ranges());
+    }
+    IpNet::parse(entry).map(|net| vec![net])
+}
+
+/// Cloudflare's published IPv4 and IPv6 ranges.
+pub fn cloudflare_ranges() -> Vec<IpNet> {
+    CLOUDFLARE_V4
+        .lines()
+        .chain(CLOUDFLARE_V6.lines())
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| IpNet::parse(line).expect("embedded Cloudflare ranges are valid CIDRs (checked by tests)"))
+        .collect()
+}
+
+/// Whether `ip` may connect: always when the list is empty.
+pub fn allowed(nets: &[IpNet], ip: IpAddr) -> bool {
+    nets.is_empty() || nets.iter().any(|net| net.contains(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_cloudflare_ranges_parse() {
+        let ranges = cloudflare_ranges();
+        assert_eq!(ranges.len(), 22);
+        assert!(allowed(&ranges, "173.245.48.1".parse().expect("ip")));
+        assert!(allowed(&ranges, "2606:4700::1".parse().expect("ip")));
+        assert!(allowed(&ranges, "::ffff:173.245.48.1".parse().expect("ip")));
+        assert!(!allowed(&ranges, "127.0.0.1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let net = IpNet::parse("203.0.113.0/24").expect("net");
+        assert!(net.contains("203.0.113.255".parse().expect("ip")));
+        assert!(!net.contains("203.0.114.0".parse().expect("ip")));
+        assert!(IpNet::parse("0.0.0.0/0")
+            .expect("any")
+            .contains("8.8.8.8".parse().expect("ip")));
+        assert!(IpNet::parse("::1").expect("host").contains("::1".parse().expect("ip")));
+        for bad in ["", "1.2.3.4/33", "::/129", "example.com", "1.2.3/8", "10.0.0.0/x"] {
+            assert!(IpNet::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
