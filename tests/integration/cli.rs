@@ -225,3 +225,91 @@ fn serve_exits_0_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn check_describes_each_host_and_warns_about_overlaps_and_uncovered_names() {
+    let fx = Fixture::new();
+    let ca = fx.path("client-ca.pem");
+    let text = format!(
+        "{}\n[[hosts]]\nserver_names = [\"a.example\", \"*.wild.example\"]\n[hosts.client_auth]\ntrust = [\"{ca}\"]\n\
+         allow_subjects = [\"CN=client-1\"]\n\
+         [[hosts]]\nserver_names = [\"A.example\", \"nothere.test\"]\n",
+        config_text(&fx, &format!("trust = [\"{}\"]", ca.display())),
+        ca = ca.display()
+    );
+    let out = check(&fx.write("og.toml", &text));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("policy hosts[0] (a.example, *.wild.example):"), "{text}");
+    assert!(text.contains("allow_subjects: CN=client-1"), "{text}");
+    assert!(text.contains("policy hosts[1] (a.example, nothere.test):"), "{text}");
+    assert!(
+        text.contains("warning: server name \"a.example\" is listed by both hosts[0] and hosts[1]; hosts[0] wins"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: hosts[1]: server certificate does not cover server name \"nothere.test\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("does not cover server name \"*.wild.example\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn host_errors_name_the_host_key() {
+    let fx = Fixture::new();
+    let text = format!(
+        "{}\n[[hosts]]\nserver_names = [\"a.example\"]\n[hosts.client_auth]\ntrust = [\"/nonexistent/ca.pem\"]\n",
+        config_text(&fx, "trust = [\"cloudflare\"]")
+    );
+    let out = check(&fx.write("og.toml", &text));
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("hosts[0].client_auth.trust[0]: /nonexistent/ca.pem"),
+        "{}",
+        stderr(&out)
+    );
+
+    let text = format!(
+        "{}\n[[hosts]]\nserver_names = [\"bad name\"]\n",
+        config_text(&fx, "trust = [\"cloudflare\"]")
+    );
+    let out = check(&fx.write("og2.toml", &text));
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("hosts[0].server_names[0]"), "{}", stderr(&out));
+
+    let text = config_text(&fx, "trust = [\"cloudflare\"]\nallow_cert_sha256 = [\"abcd\"]");
+    let out = check(&fx.write("og3.toml", &text));
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("client_auth.allow_cert_sha256[0]"),
+        "{}",
+        stderr(&out)
+    );
+
+    let text = config_text(&fx, "trust = [\"cloudflare\"]")
+        .replace("[tls]", "allow_peers = [\"cloudflare\", \"10.0.0.0/33\"]\n[tls]");
+    let out = check(&fx.write("og4.toml", &text));
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("listener.allow_peers[1]"), "{}", stderr(&out));
+}
+
+#[test]
+fn warns_about_a_ca_expiring_within_30_days() {
+    let fx = Fixture::new();
+    let short = Ca::root_valid_for("short-lived CA", time::Duration::days(10));
+    let path = fx.write("short.pem", &short.pem);
+    let out = check(&fx.write(
+        "og.toml",
+        &config_text(&fx, &format!("trust = [\"{}\"]", path.display())),
+    ));
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains("warning: default: trusted CA CN=short-lived CA expires on"),
+        "{text}"
+    );
+    assert!(text.contains("(within 30 days)"), "{text}");
+}

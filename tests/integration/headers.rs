@@ -44,7 +44,7 @@ async fn xfcc_mode_replaces_spoofed_identity_with_the_verified_one() {
     let values: Vec<_> = seen.headers.get_all("x-forwarded-client-cert").iter().collect();
     assert_eq!(values.len(), 1, "{values:?}");
     let expected = format!(
-        "Hash={};Subject=\"CN=client-1\";DNS=client-1.clients.test",
+        "Hash={};Subject=\"CN=client-1\";URI=spiffe://clients.test/client-1;DNS=client-1.clients.test",
         sha256_hex(fx.client.leaf().as_ref())
     );
     assert_eq!(values[0], expected.as_str());

@@ -7,5 +7,6 @@ mod cli;
 mod handshake;
 mod headers;
 mod lifecycle;
+mod policy;
 mod responses;
 mod streaming;

@@ -274,10 +274,19 @@ pub async fn spawn_proxy(config: Config) -> ProxyHandle {
     ProxyHandle { addr, shutdown, task }
 }
 
-/// Connects and completes the client side of the handshake.
+/// Connects and completes the client side of the handshake (SNI `localhost`).
 pub async fn tls_connect(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Result<TlsStream<TcpStream>> {
+    tls_connect_as(addr, "localhost", config).await
+}
+
+/// Connects with SNI `name` (an IP address sends no SNI).
+pub async fn tls_connect_as(
+    addr: SocketAddr,
+    name: &str,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost").expect("name");
+    let name = ServerName::try_from(name.to_string()).expect("name");
     tokio::time::timeout(WAIT, TlsConnector::from(config).connect(name, tcp))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"))?
@@ -287,11 +296,19 @@ pub async fn tls_connect(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io
 /// a refused certificate only when it reads after the handshake, so this writes a request and
 /// reads; a returned `None` means the proxy answered over HTTP.
 pub async fn refusal(addr: SocketAddr, config: Arc<ClientConfig>) -> Option<AlertDescription> {
-    let mut tls = match tls_connect(addr, config).await {
+    refusal_as(addr, "localhost", config).await
+}
+
+/// [`refusal`] with SNI `name`.
+pub async fn refusal_as(addr: SocketAddr, name: &str, config: Arc<ClientConfig>) -> Option<AlertDescription> {
+    let mut tls = match tls_connect_as(addr, name, config).await {
         Ok(tls) => tls,
         Err(e) => return Some(alert_of(&e)),
     };
-    let _ = tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n").await;
+    // Host = the SNI, so the request belongs to the connection's policy (no 421).
+    let _ = tls
+        .write_all(format!("GET / HTTP/1.1\r\nhost: {name}\r\n\r\n").as_bytes())
+        .await;
     let mut buf = vec![0u8; 1024];
     match tokio::time::timeout(WAIT, tls.read(&mut buf))
         .await

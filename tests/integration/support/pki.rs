@@ -3,7 +3,8 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType,
+    SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
@@ -40,6 +41,7 @@ impl ClientCert {
 pub struct Leaf {
     pub cn: String,
     pub sans: Vec<String>,
+    pub uris: Vec<String>,
     pub ekus: Vec<ExtendedKeyUsagePurpose>,
     pub is_ca: bool,
     pub not_before: OffsetDateTime,
@@ -53,6 +55,7 @@ impl Leaf {
         Leaf {
             cn: cn.to_string(),
             sans: vec![format!("{cn}.clients.test")],
+            uris: vec![format!("spiffe://clients.test/{cn}")],
             ekus: vec![ExtendedKeyUsagePurpose::ClientAuth],
             is_ca: false,
             not_before: now - Duration::hours(1),
@@ -63,7 +66,17 @@ impl Leaf {
 
     pub fn server() -> Leaf {
         Leaf {
-            sans: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            sans: vec![
+                "localhost".into(),
+                "127.0.0.1".into(),
+                "::1".into(),
+                "a.example".into(),
+                "b.example".into(),
+                "*.wild.example".into(),
+                "other.example".into(),
+                "deep.sub.wild.example".into(),
+            ],
+            uris: vec![],
             ekus: vec![ExtendedKeyUsagePurpose::ServerAuth],
             ..Leaf::client("localhost")
         }
@@ -72,8 +85,14 @@ impl Leaf {
 
 impl Ca {
     pub fn root(cn: &str) -> Ca {
+        Ca::root_valid_for(cn, Duration::days(365))
+    }
+
+    /// A root CA that expires `validity` from now.
+    pub fn root_valid_for(cn: &str, validity: Duration) -> Ca {
         let key = KeyPair::generate().expect("key");
-        let params = ca_params(cn);
+        let mut params = ca_params(cn);
+        params.not_after = OffsetDateTime::now_utc() + validity;
         let cert = params.self_signed(&key).expect("self-signed CA");
         Ca {
             der: cert.der().clone(),
@@ -101,6 +120,11 @@ impl Ca {
     pub fn leaf(&self, leaf: Leaf) -> ClientCert {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(leaf.sans).expect("sans");
+        for uri in leaf.uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.try_into().expect("ia5 uri")));
+        }
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, leaf.cn);
         params.extended_key_usages = leaf.ekus;
