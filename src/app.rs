@@ -1,6 +1,7 @@
 //! Wiring: load and validate, log what is trusted, bind, serve until a signal, drain.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use time::OffsetDateTime;
@@ -9,10 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::check;
 use crate::config::{Config, ConfigError, LogConfig, LogFormat};
-use crate::proxy::{self, Proxy};
+use crate::metrics::Metrics;
+use crate::proxy::{self, Live, Proxy};
+use crate::reload::Reloader;
 use crate::tls::PolicySet;
+use crate::{admin, check, signal};
 
 /// Loads the config and builds the policy: every file read and checked, as `serve` needs it.
 pub fn load(path: &std::path::Path) -> Result<(Config, PolicySet), ConfigError> {
@@ -33,12 +36,19 @@ pub fn init_logging(log: &LogConfig) {
     };
 }
 
-/// Runs the proxy for a loaded config until `shutdown` resolves, then drains.
+/// Binds the configured listeners and runs until `shutdown` resolves, then drains.
 pub async fn serve(
     config: Config,
     policies: PolicySet,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+
     let address = config.listener.address;
     let listener = TcpListener::bind(address).await.with_context(|| {
         format!(
@@ -46,18 +56,76 @@ pub async fn serve(
             config.file.display()
         )
     })?;
-    log_policies(&config, &policies);
-    info!(address = %listener.local_addr()?, upstream = %config.upstream.target, "listening");
-
-    let token = CancellationToken::new();
-    let trigger = token.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        trigger.cancel();
-    });
-    proxy::serve(listener, Arc::new(Proxy::new(&config, policies)), token).await;
-    info!("stopped");
+    let admin = match &config.admin {
+        Some(admin) => Some(TcpListener::bind(admin.address).await.with_context(|| {
+            format!(
+                "cannot listen on {} (admin.address in {})",
+                admin.address,
+                config.file.display()
+            )
+        })?),
+        None => None,
+    };
+    run(config, policies, listener, admin, token).await;
     Ok(())
+}
+
+/// Runs the proxy (and the admin endpoints) on bound listeners until `shutdown` is cancelled;
+/// reloads on SIGHUP; warns daily about expiring certificates.
+pub async fn run(
+    config: Config,
+    policies: PolicySet,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: CancellationToken,
+) {
+    log_policies(&config, &policies);
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, upstream = %config.upstream.target, "listening");
+    }
+    let live = Live::new(Proxy::new(&config, policies), Metrics::new());
+    let reloader = Arc::new(Reloader::new(config, live.clone()));
+
+    let background = CancellationToken::new();
+    tokio::spawn(reload_on_sighup(reloader.clone(), background.clone()));
+    tokio::spawn(warn_daily_about_expiry(live.clone(), background.clone()));
+    if let Some(admin) = admin {
+        tokio::spawn(admin::serve(admin, live.clone(), reloader, background.clone()));
+    }
+    // The admin endpoints outlive the drain, so /readyz answers 503 while it runs.
+    proxy::serve(listener, live, shutdown).await;
+    background.cancel();
+    info!("stopped");
+}
+
+async fn reload_on_sighup(reloader: Arc<Reloader>, stop: CancellationToken) {
+    let Some(mut hangups) = signal::hangups() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {
+                info!("SIGHUP received: reloading");
+                let reloader = reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+            }
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn warn_daily_about_expiry(live: Arc<Live>, stop: CancellationToken) {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(DAY) => {}
+            () = stop.cancelled() => return,
+        }
+        let proxy = live.current.load_full();
+        for warning in check::warnings(&proxy.policies, OffsetDateTime::now_utc()) {
+            warn!("{warning}");
+        }
+    }
 }
 
 fn log_policies(config: &Config, policies: &PolicySet) {

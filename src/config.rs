@@ -48,7 +48,14 @@ pub struct Config {
     pub hosts: Vec<HostConfig>,
     pub upstream: UpstreamConfig,
     pub headers: HeadersConfig,
+    /// The admin listener; `None` when the `[admin]` table is absent.
+    pub admin: Option<AdminConfig>,
     pub log: LogConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
 }
 
 #[derive(Clone, Debug)]
@@ -272,8 +279,20 @@ struct RawConfig {
     upstream: Option<RawUpstream>,
     #[serde(default)]
     headers: RawHeaders,
+    admin: Option<RawAdmin>,
     #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_admin_address")]
+    address: String,
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9901".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -559,6 +578,21 @@ impl RawConfig {
             x_forwarded: self.headers.x_forwarded,
         };
 
+        let admin = match self.admin {
+            None => None,
+            Some(a) => Some(AdminConfig {
+                address: a.address.parse().map_err(|_| {
+                    err(
+                        "admin.address",
+                        format!(
+                            "invalid socket address {:?} (expected e.g. \"127.0.0.1:9901\")",
+                            a.address
+                        ),
+                    )
+                })?,
+            }),
+        };
+
         let log = LogConfig {
             format: match self.log.format.as_str() {
                 "text" => LogFormat::Text,
@@ -586,6 +620,7 @@ impl RawConfig {
             hosts,
             upstream,
             headers,
+            admin,
             log,
         })
     }

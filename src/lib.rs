@@ -18,13 +18,16 @@
 //! [`proxy`] (accept loop, forwarding, upstream, error responses), [`app`] (wiring and
 //! logging), [`check`] (policy report and warnings), [`signal`], [`pki`] and [`demo`].
 
+pub mod admin;
 pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod net;
 pub mod pki;
 pub mod proxy;
+pub mod reload;
 pub mod signal;
 pub mod tls;

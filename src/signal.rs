@@ -25,3 +25,24 @@ pub fn shutdown() -> impl Future<Output = ()> + Send + 'static {
         info!("SIGINT received");
     }
 }
+
+/// A stream of SIGHUPs (reload requests), registered now; `None` where there are no signals.
+#[cfg(unix)]
+pub fn hangups() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+pub fn hangups() -> Option<NeverSignal> {
+    None
+}
+
+#[cfg(not(unix))]
+pub struct NeverSignal;
+
+#[cfg(not(unix))]
+impl NeverSignal {
+    pub async fn recv(&mut self) -> Option<()> {
+        std::future::pending().await
+    }
+}

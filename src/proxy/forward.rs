@@ -17,15 +17,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tracing::{debug, info, warn};
 
 use super::error::{rescue, ProxyError};
 use super::Proxy;
+use crate::metrics::Metrics;
 use crate::tls::{ClientIdentity, PolicyId};
 
 /// The response body type of every response the proxy sends.
@@ -40,6 +43,7 @@ pub struct Connection {
     pub sni: Option<String>,
     pub identity: ClientIdentity,
     pub activity: Arc<Activity>,
+    pub metrics: Arc<Metrics>,
 }
 
 static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -52,55 +56,60 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Handles one request: forwards it, or answers it via [`rescue`].
-pub async fn handle(request: Request<Incoming>, conn: Arc<Connection>) -> Response<ProxyBody> {
-    let started = Instant::now();
-    let in_flight = conn.activity.begin();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-
-    let host = request_host(&request).map(str::to_owned);
-
-    let result = match misdirected(&conn, host.as_deref()) {
-        true => Err(ProxyError::Misdirected),
-        false => forward(request, &conn).await,
+pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Response<ProxyBody> {
+    let mut log = RequestLog {
+        started: Instant::now(),
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+        host: request_host(&request).map(str::to_owned),
+        status: 0,
+        upstream: None,
+        bytes_in: Arc::new(AtomicU64::new(0)),
+        bytes_out: 0,
+        in_flight: conn.activity.begin(),
+        conn: conn.clone(),
     };
-    let response = match result {
-        Ok(response) => response.map(|body| {
-            Tracked {
+
+    let result = if misdirected(&conn, log.host.as_deref()) {
+        Err(ProxyError::Misdirected)
+    } else {
+        let client_upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+        let request = request.map(|body| {
+            Counted {
                 inner: body,
-                _in_flight: in_flight,
+                count: log.bytes_in.clone(),
             }
             .boxed()
-        }),
+        });
+        let upstream_started = Instant::now();
+        let result = forward(request, &conn, client_upgrade).await;
+        log.upstream = Some(upstream_started.elapsed());
+        result
+    };
+
+    match result {
+        Ok(response) => {
+            log.status = response.status().as_u16();
+            response.map(|body| Tracked { inner: body, log }.boxed())
+        }
         Err(error) => {
             match &error {
                 ProxyError::Misdirected => debug!(
                     peer = %conn.peer,
                     sni = conn.sni.as_deref().unwrap_or(""),
-                    host = host.as_deref().unwrap_or(""),
+                    host = log.host.as_deref().unwrap_or(""),
                     "request host belongs to another policy than the connection's SNI: 421"
                 ),
-                _ => warn!(peer = %conn.peer, %method, %path, error = %error_chain(&error), "upstream error"),
+                _ => {
+                    conn.metrics.upstream_error(error.kind());
+                    warn!(peer = %conn.peer, method = %log.method, path = %log.path, error = %error_chain(&error), "upstream error");
+                }
             }
-            rescue(&error)
+            let response = rescue(&error);
+            log.status = response.status().as_u16();
+            response
         }
-    };
-
-    if conn.proxy.access_log {
-        info!(
-            target: "originguard::access",
-            peer = %conn.peer,
-            sni = conn.sni.as_deref().unwrap_or(""),
-            host = host.as_deref().unwrap_or(""),
-            %method,
-            %path,
-            status = response.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1e3,
-            subject = %conn.identity.subject,
-            sha256 = %conn.identity.sha256,
-        );
     }
-    response
 }
 
 /// The request's `Host` (HTTP/1.1) or `:authority` (HTTP/2).
@@ -120,7 +129,11 @@ fn misdirected(conn: &Connection, host: Option<&str>) -> bool {
     policies.has_hosts() && host.is_some_and(|host| policies.select_authority(host) != conn.policy)
 }
 
-async fn forward(request: Request<Incoming>, conn: &Connection) -> Result<Response<Incoming>, ProxyError> {
+async fn forward(
+    request: Request<ProxyBody>,
+    conn: &Connection,
+    client_upgrade: Option<OnUpgrade>,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let proxy = &conn.proxy;
     let (mut parts, body) = request.into_parts();
 
@@ -133,7 +146,15 @@ async fn forward(request: Request<Incoming>, conn: &Connection) -> Result<Respon
     });
 
     let headers = &mut parts.headers;
+    let upgrade = client_upgrade
+        .as_ref()
+        .and_then(|_| headers.get(header::UPGRADE).cloned());
     remove_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        // An HTTP/1.1 upgrade (WebSocket) is the one hop-by-hop exchange forwarded as such.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
     for name in [&XFCC, &CLIENT_CERT, &CLIENT_CERT_CHAIN] {
         headers.remove(name);
     }
@@ -159,18 +180,56 @@ async fn forward(request: Request<Incoming>, conn: &Connection) -> Result<Respon
     parts.version = proxy.upstream.version();
 
     let upstream = proxy.upstream.request(Request::from_parts(parts, body));
-    match tokio::time::timeout(proxy.response_timeout, upstream).await {
-        Err(_) => Err(ProxyError::UpstreamTimeout),
-        Ok(Err(e)) => Err(ProxyError::Upstream(e)),
-        Ok(Ok(mut response)) => {
+    let mut response = match tokio::time::timeout(proxy.response_timeout, upstream).await {
+        Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(e)) => return Err(ProxyError::Upstream(e)),
+        Ok(Ok(response)) => response,
+    };
+
+    match client_upgrade {
+        Some(client) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let upstream = hyper::upgrade::on(&mut response);
+            let peer = conn.peer;
+            tokio::spawn(async move {
+                match tokio::try_join!(client, upstream) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                            debug!(%peer, %error, "upgraded connection ended");
+                        }
+                    }
+                    Err(error) => debug!(%peer, %error, "upgrade failed"),
+                }
+            });
+            let upgrade = response.headers().get(header::UPGRADE).cloned();
             remove_hop_by_hop(response.headers_mut());
-            Ok(response)
+            if let Some(protocol) = upgrade {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                response.headers_mut().insert(header::UPGRADE, protocol);
+            }
         }
+        _ => remove_hop_by_hop(response.headers_mut()),
     }
+    Ok(response.map(BodyExt::boxed))
 }
 
-/// Removes RFC 9110 §7.6.1 connection-specific fields and those `Connection` names. A
-/// `te: trailers` request survives (gRPC needs it end to end); other TE values do not.
+/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes RFC 9110 §7.6.1 connection-specific fields (plus Proxy-Authenticate/-Authorization)
+/// and those `Connection` names. `te: trailers` survives (gRPC needs it end to end), other TE
+/// values do not; `Trailer` is end-to-end in RFC 9110 and is kept so trailers pass through.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -193,7 +252,6 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &header::TE,
-        &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
         &header::PROXY_AUTHENTICATE,
@@ -275,10 +333,51 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in flight until it is done or dropped.
+/// One request's record: counted as in flight while it lives; on drop (when the response body
+/// is done or abandoned) it feeds the request metrics and writes the access-log line.
+struct RequestLog {
+    conn: Arc<Connection>,
+    started: Instant,
+    method: http::Method,
+    path: String,
+    host: Option<String>,
+    status: u16,
+    upstream: Option<Duration>,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: u64,
+    in_flight: InFlight,
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let _ = &self.in_flight;
+        let elapsed = self.started.elapsed();
+        let conn = &self.conn;
+        conn.metrics.request_done(self.status, elapsed.as_secs_f64());
+        if conn.proxy.access_log {
+            info!(
+                target: "originguard::access",
+                peer = %conn.peer,
+                sni = conn.sni.as_deref().unwrap_or(""),
+                host = self.host.as_deref().unwrap_or(""),
+                method = %self.method,
+                path = %self.path,
+                status = self.status,
+                bytes_in = self.bytes_in.load(Ordering::Relaxed),
+                bytes_out = self.bytes_out,
+                duration_ms = elapsed.as_secs_f64() * 1e3,
+                upstream_ms = self.upstream.map_or(0.0, |d| d.as_secs_f64() * 1e3),
+                subject = %conn.identity.subject,
+                sha256 = %conn.identity.sha256,
+            );
+        }
+    }
+}
+
+/// A response body that carries its request's log until it is done or dropped.
 struct Tracked {
-    inner: Incoming,
-    _in_flight: InFlight,
+    inner: ProxyBody,
+    log: RequestLog,
 }
 
 impl Body for Tracked {
@@ -286,7 +385,42 @@ impl Body for Tracked {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.log.bytes_out += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that counts the bytes it yields.
+struct Counted {
+    inner: Incoming,
+    count: Arc<AtomicU64>,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -20,9 +20,11 @@ pub mod upstream;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -36,6 +38,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, HeadersConfig, ListenerConfig};
+use crate::metrics::Metrics;
 use crate::net;
 use crate::tls::verify::with_rejection_slot;
 use crate::tls::{ClientIdentity, PolicySet, Reason};
@@ -88,10 +91,36 @@ impl Proxy {
     }
 }
 
+/// What the accept loop serves: the current generation of settings — replaced as a whole by a
+/// reload, while connections keep the generation they started with — plus the process-wide
+/// metrics and readiness.
+pub struct Live {
+    pub current: ArcSwap<Proxy>,
+    pub metrics: Arc<Metrics>,
+    /// True while listening and not draining (`/readyz`).
+    pub ready: AtomicBool,
+}
+
+impl Live {
+    pub fn new(proxy: Proxy, metrics: Arc<Metrics>) -> Arc<Live> {
+        metrics.set_certificates(&proxy.policies);
+        Arc::new(Live {
+            current: ArcSwap::from_pointee(proxy),
+            metrics,
+            ready: AtomicBool::new(false),
+        })
+    }
+}
+
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting, lets connections
-/// finish their in-flight requests (up to `drain_timeout`) and returns.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(proxy.listener.max_connections));
+/// finish their in-flight requests (up to `drain_timeout`) and returns. `listener.address` and
+/// `max_connections` are taken from the generation current at start: they cannot change live.
+pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: CancellationToken) {
+    let first = live.current.load_full();
+    let limit = Arc::new(Semaphore::new(first.listener.max_connections));
+    let drain_timeout = first.drain_timeout;
+    drop(first);
+    live.ready.store(true, Ordering::Release);
     let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -113,17 +142,27 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Cancellat
             },
             () = shutdown.cancelled() => break,
         };
+        let proxy = live.current.load_full();
         if !net::allowed(&proxy.listener.allow_peers, peer.ip()) {
             // Closed before any TLS work: the gate is there to make unwanted peers cheap.
+            live.metrics.peer_refused();
             debug!(%peer, "peer not in listener.allow_peers; closed");
             continue;
         }
-        tracker.spawn(connection(stream, peer, proxy.clone(), shutdown.clone(), permit));
+        tracker.spawn(connection(
+            stream,
+            peer,
+            proxy,
+            live.metrics.clone(),
+            shutdown.clone(),
+            permit,
+        ));
     }
+    live.ready.store(false, Ordering::Release);
     drop(listener);
     tracker.close();
     info!(connections = tracker.len(), "shutting down: draining connections");
-    if tokio::time::timeout(proxy.drain_timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(drain_timeout, tracker.wait()).await.is_err() {
         warn!(
             connections = tracker.len(),
             "drain timeout: closing remaining connections"
@@ -135,9 +174,11 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
+    let _open = metrics.connection_open();
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
     let policies = &proxy.policies;
@@ -159,11 +200,13 @@ async fn connection(
     };
     let tls = match tokio::time::timeout(proxy.listener.handshake_timeout, with_rejection_slot(handshake)).await {
         Err(_) => {
+            metrics.handshake_failed(Reason::Timeout);
             debug!(%peer, reason = %Reason::Timeout, "handshake failed");
             return;
         }
         Ok((Err((error, io)), recorded)) => {
             let reason = Reason::of_handshake_error(&error, recorded);
+            metrics.handshake_failed(reason);
             debug!(%peer, %reason, %error, "handshake failed");
             if let Some(io) = io {
                 linger_close(io).await;
@@ -183,12 +226,14 @@ async fn connection(
     };
     let identity = ClientIdentity::from_leaf(leaf);
     let sni = session.server_name().map(str::to_owned);
+    let resumed = matches!(session.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    metrics.handshake_ok(started.elapsed().as_secs_f64(), resumed);
     debug!(
         %peer,
         sni = sni.as_deref().unwrap_or(""),
         policy = %proxy.policies.get(policy).name,
         subject = %identity.subject,
-        resumed = matches!(session.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+        resumed,
         alpn = ?session.alpn_protocol().map(String::from_utf8_lossy),
         handshake_ms = started.elapsed().as_secs_f64() * 1e3,
         "handshake ok"
@@ -202,6 +247,7 @@ async fn connection(
         sni,
         identity,
         activity: activity.clone(),
+        metrics,
     });
     let service = service_fn(move |request| {
         let conn = conn.clone();

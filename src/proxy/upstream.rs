@@ -13,13 +13,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{Request, Response, Version};
-use hyper::body::Incoming;
+use http::{Request, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::UnixStream;
 
+use super::forward::ProxyBody;
 use crate::config::{UpstreamConfig, UpstreamProtocol, UpstreamTarget};
 
 /// Idle pooled connections are closed after this; backends commonly time out at 60–120 s.
@@ -35,8 +35,8 @@ pub struct Upstream {
 
 #[derive(Clone, Debug)]
 enum Pool {
-    Tcp(Client<HttpConnector, Incoming>),
-    Unix(Client<UnixConnector, Incoming>),
+    Tcp(Client<HttpConnector, ProxyBody>),
+    Unix(Client<UnixConnector, ProxyBody>),
 }
 
 impl Upstream {
@@ -97,16 +97,13 @@ impl Upstream {
         self.version
     }
 
-    pub fn request(&self, request: Request<Incoming>) -> ResponseFuture {
+    pub fn request(&self, request: Request<ProxyBody>) -> ResponseFuture {
         match &self.pool {
             Pool::Tcp(client) => client.request(request),
             Pool::Unix(client) => client.request(request),
         }
     }
 }
-
-/// The response type upstream requests resolve to.
-pub type UpstreamResponse = Response<Incoming>;
 
 /// Connects every request to one Unix socket path.
 #[derive(Clone, Debug)]

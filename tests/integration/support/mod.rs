@@ -19,7 +19,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use originguard::config::Config;
-use originguard::proxy::{self, Proxy};
 use originguard::tls::PolicySet;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{AlertDescription, ClientConfig, RootCertStore};
@@ -246,9 +245,11 @@ pub fn client_config(
     Arc::new(config)
 }
 
-/// A running proxy on 127.0.0.1:0.
+/// A running proxy on 127.0.0.1:0, wired exactly as `serve` wires it (admin on 127.0.0.1:0
+/// when `config.admin` is set).
 pub struct ProxyHandle {
     pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
 }
@@ -262,16 +263,67 @@ impl ProxyHandle {
             .expect("serve returns after shutdown")
             .expect("serve did not panic");
     }
+
+    /// GET or POST on the admin listener: (status, body).
+    pub async fn admin(&self, method: &str, path: &str) -> (StatusCode, String) {
+        let addr = self.admin.expect("admin listener configured");
+        let stream = TcpStream::connect(addr).await.expect("admin connect");
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("admin http1");
+        tokio::spawn(conn);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "admin")
+            .body(empty())
+            .expect("request");
+        let (status, _, body) = collect(send.send_request(request).await.expect("admin response")).await;
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The value of one metric sample from `/metrics`, e.g. `originguard_handshakes_total{result="ok"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let (_, text) = self.admin("GET", "/metrics").await;
+        metric_value(&text, sample)
+    }
+}
+
+/// Finds `sample` (name plus exact label set) in an exposition text; 0 when absent.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|value| value.split_whitespace().next().unwrap_or("0").parse().expect("number"))
+        .unwrap_or(0.0)
 }
 
 pub async fn spawn_proxy(config: Config) -> ProxyHandle {
     let policies = PolicySet::build(&config).expect("policy");
     let listener = TcpListener::bind(config.listener.address).await.expect("bind proxy");
     let addr = listener.local_addr().expect("addr");
+    let (admin_listener, admin) = match &config.admin {
+        Some(a) => {
+            let l = TcpListener::bind(a.address).await.expect("bind admin");
+            let addr = l.local_addr().expect("admin addr");
+            (Some(l), Some(addr))
+        }
+        None => (None, None),
+    };
     let shutdown = CancellationToken::new();
-    let proxy = Arc::new(Proxy::new(&config, policies));
-    let task = tokio::spawn(proxy::serve(listener, proxy, shutdown.clone()));
-    ProxyHandle { addr, shutdown, task }
+    let task = tokio::spawn(originguard::app::run(
+        config,
+        policies,
+        listener,
+        admin_listener,
+        shutdown.clone(),
+    ));
+    // Ready once the accept loop runs.
+    ProxyHandle {
+        addr,
+        admin,
+        shutdown,
+        task,
+    }
 }
 
 /// Connects and completes the client side of the handshake (SNI `localhost`).

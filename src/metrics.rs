@@ -1,0 +1,259 @@
+//! Metric names and handles. These names and labels are public API (INTERFACE.md):
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `originguard_handshakes_total` | counter | `result`: `ok` or a [`Reason`] label |
+//! | `originguard_handshake_duration_seconds` | histogram | |
+//! | `originguard_tls_resumed_total` | counter | |
+//! | `originguard_connections_open` | gauge | |
+//! | `originguard_requests_total` | counter | `code` |
+//! | `originguard_request_duration_seconds` | histogram | |
+//! | `originguard_upstream_errors_total` | counter | `kind`: `connect`, `reset`, `timeout` |
+//! | `originguard_reloads_total` | counter | `result`: `ok`, `error` |
+//! | `originguard_certificate_not_after_seconds` | gauge | `role`: `server`, `client_ca`; `subject` |
+//! | `originguard_peers_refused_total` | counter | (connections closed by `listener.allow_peers`) |
+//!
+//! Handshake counters are resolved once per reason at startup, so the handshake path increments
+//! an atomic without a map lookup.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::check::CertSummary;
+use crate::tls::{PolicySet, Reason};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabel {
+    role: &'static str,
+    subject: String,
+}
+
+/// Every handshake outcome label, in a fixed order.
+const HANDSHAKE_RESULTS: [Option<Reason>; 12] = [
+    None,
+    Some(Reason::NoCertificate),
+    Some(Reason::UnknownIssuer),
+    Some(Reason::BadDepth),
+    Some(Reason::Expired),
+    Some(Reason::NotYetValid),
+    Some(Reason::Revoked),
+    Some(Reason::NotAllowed),
+    Some(Reason::BadSignature),
+    Some(Reason::Timeout),
+    Some(Reason::ProtocolError),
+    Some(Reason::Other),
+];
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    handshakes: Vec<Counter>,
+    handshake_duration: Histogram,
+    resumed: Counter,
+    connections_open: Gauge,
+    requests: Family<CodeLabel, Counter>,
+    request_duration: Histogram,
+    upstream_errors: Family<KindLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    not_after: Family<CertLabel, Gauge>,
+    peers_refused: Counter,
+    /// Serializes certificate-gauge refreshes (clear + set).
+    cert_lock: Mutex<()>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let handshake_family = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "originguard_handshakes",
+            "TLS handshakes by result: ok or the failure reason",
+            handshake_family.clone(),
+        );
+        let handshakes = HANDSHAKE_RESULTS
+            .iter()
+            .map(|r| {
+                let result = r.map_or("ok", Reason::as_str);
+                handshake_family.get_or_create(&ResultLabel { result }).clone()
+            })
+            .collect();
+        // 100 µs .. ~13 s.
+        let handshake_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        registry.register(
+            "originguard_handshake_duration_seconds",
+            "Time from TCP accept to TLS handshake done (successful handshakes)",
+            handshake_duration.clone(),
+        );
+        let resumed = Counter::default();
+        registry.register(
+            "originguard_tls_resumed",
+            "Handshakes that resumed a TLS session",
+            resumed.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "originguard_connections_open",
+            "Open TLS connections",
+            connections_open.clone(),
+        );
+        let requests = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "originguard_requests",
+            "HTTP requests by response status",
+            requests.clone(),
+        );
+        let request_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 21));
+        registry.register(
+            "originguard_request_duration_seconds",
+            "Time from request head to the end of the response body",
+            request_duration.clone(),
+        );
+        let upstream_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "originguard_upstream_errors",
+            "Requests the upstream failed: connect, reset, timeout",
+            upstream_errors.clone(),
+        );
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "originguard_reloads",
+            "Configuration reloads by result",
+            reloads.clone(),
+        );
+        for result in ["ok", "error"] {
+            let _ = reloads.get_or_create(&ResultLabel { result });
+        }
+        for kind in ["connect", "reset", "timeout"] {
+            let _ = upstream_errors.get_or_create(&KindLabel { kind });
+        }
+        let not_after = Family::<CertLabel, Gauge>::default();
+        registry.register(
+            "originguard_certificate_not_after_seconds",
+            "Expiry (Unix time) of server certificates and trusted client CAs",
+            not_after.clone(),
+        );
+        let peers_refused = Counter::default();
+        registry.register(
+            "originguard_peers_refused",
+            "Connections closed by listener.allow_peers before the TLS handshake",
+            peers_refused.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            handshakes,
+            handshake_duration,
+            resumed,
+            connections_open,
+            requests,
+            request_duration,
+            upstream_errors,
+            reloads,
+            not_after,
+            peers_refused,
+            cert_lock: Mutex::new(()),
+        })
+    }
+
+    /// Prometheus / OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding into a String cannot fail");
+        out
+    }
+
+    pub fn handshake_ok(&self, seconds: f64, resumed: bool) {
+        self.handshakes[0].inc();
+        self.handshake_duration.observe(seconds);
+        if resumed {
+            self.resumed.inc();
+        }
+    }
+
+    pub fn handshake_failed(&self, reason: Reason) {
+        let index = HANDSHAKE_RESULTS
+            .iter()
+            .position(|r| *r == Some(reason))
+            .expect("every reason has a counter");
+        self.handshakes[index].inc();
+    }
+
+    /// Counts an open connection until the guard is dropped.
+    pub fn connection_open(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections_open.inc();
+        ConnectionGuard(self.clone())
+    }
+
+    pub fn request_done(&self, code: u16, seconds: f64) {
+        self.requests.get_or_create(&CodeLabel { code }).inc();
+        self.request_duration.observe(seconds);
+    }
+
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn peer_refused(&self) {
+        self.peers_refused.inc();
+    }
+
+    /// Replaces the certificate expiry gauges with those of `policies`.
+    pub fn set_certificates(&self, policies: &PolicySet) {
+        let _guard = self.cert_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.not_after.clear();
+        for policy in policies.all() {
+            let certs = policy
+                .server_chain
+                .first()
+                .map(|leaf| ("server", leaf))
+                .into_iter()
+                .chain(policy.cas.iter().map(|ca| ("client_ca", &ca.der)));
+            for (role, der) in certs {
+                let summary = CertSummary::of(der);
+                if let Some(t) = summary.not_after {
+                    self.not_after
+                        .get_or_create(&CertLabel {
+                            role,
+                            subject: summary.subject,
+                        })
+                        .set(t.unix_timestamp());
+                }
+            }
+        }
+    }
+}
+
+/// Decrements `originguard_connections_open` on drop.
+pub struct ConnectionGuard(Arc<Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
+    }
+}
