@@ -313,3 +313,77 @@ fn warns_about_a_ca_expiring_within_30_days() {
     );
     assert!(text.contains("(within 30 days)"), "{text}");
 }
+
+#[tokio::test]
+async fn json_access_log_parses_and_carries_the_identity() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let d = fx.dir.path().display();
+    let text = format!(
+        "[listener]\naddress = \"127.0.0.1:{port}\"\n[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
+         [client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n[upstream]\nurl = \"{}\"\n[log]\nformat = \"json\"\naccess_log = true\n",
+        backend.url()
+    );
+    let path = fx.write("og.toml", &text);
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config", path.to_str().expect("utf-8")])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let deadline = Instant::now() + WAIT;
+    let (status, _, _) = loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break request(addr, fx.client_config(Some(&fx.client)), get("/logged?q=1")).await;
+        }
+        assert!(Instant::now() < deadline, "serve never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, 200);
+    let pid = child.id().expect("pid").to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .await
+        .expect("read");
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert_eq!(status.code(), Some(0));
+
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let access = lines
+        .iter()
+        .find(|v| v["target"] == "originguard::access")
+        .unwrap_or_else(|| panic!("no access log line in:\n{stderr}"));
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], "/logged");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["peer"], "127.0.0.1");
+    assert_eq!(access["sni"], "localhost");
+    assert_eq!(access["host"], "localhost");
+    assert_eq!(access["subject"], "CN=client-1");
+    assert_eq!(access["bytes_out"], 2);
+    let sha = access["sha256"].as_str().expect("sha256");
+    assert_eq!(sha.len(), 64);
+    assert!(access["duration_ms"].as_f64().is_some() && access["upstream_ms"].as_f64().is_some());
+}

@@ -7,6 +7,7 @@ mod cli;
 mod handshake;
 mod headers;
 mod lifecycle;
+mod operations;
 mod policy;
 mod responses;
 mod streaming;

@@ -43,44 +43,78 @@ pub struct Seen {
     pub uri: String,
     pub version: Version,
     pub headers: HeaderMap,
+    /// Request trailers (`/trailers` only, which reads the whole body).
+    pub trailers: Option<HeaderMap>,
 }
 
-/// A recording HTTP/1.1 backend. Paths: `/echo` streams the request body back; `/slow?ms=N`
-/// answers after N ms; anything else answers `ok`.
+/// A recording backend (HTTP/1.1, or h2c with prior knowledge). Paths: `/echo` streams the
+/// request body back; `/slow?ms=N` answers after N ms; `/ws` accepts an HTTP/1.1 upgrade and
+/// echoes raw bytes; `/trailers` reads the body and its trailers and answers with a body and
+/// `grpc-status: 0` trailers; anything else answers `ok`.
 pub struct Backend {
     pub addr: Option<SocketAddr>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections accepted.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    H2c,
 }
 
 impl Backend {
     pub async fn tcp() -> Backend {
+        Backend::tcp_with(Protocol::Http1).await
+    }
+
+    pub async fn tcp_with(protocol: Protocol) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
         let addr = listener.local_addr().expect("addr");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                serve_backend_conn(TokioIo::new(stream), s.clone());
-            }
+        let listener = Arc::new(listener);
+        let mut backend = Backend::spawn(protocol, move || {
+            let listener = listener.clone();
+            async move { listener.accept().await.map(|(s, _)| s) }
         });
-        Backend {
-            addr: Some(addr),
-            seen,
-            task,
-        }
+        backend.addr = Some(addr);
+        backend
     }
 
     pub async fn unix(path: &Path) -> Backend {
-        let listener = UnixListener::bind(path).expect("bind unix backend");
+        Backend::unix_with(path, Protocol::Http1).await
+    }
+
+    pub async fn unix_with(path: &Path, protocol: Protocol) -> Backend {
+        let listener = Arc::new(UnixListener::bind(path).expect("bind unix backend"));
+        Backend::spawn(protocol, move || {
+            let listener = listener.clone();
+            async move { listener.accept().await.map(|(s, _)| s) }
+        })
+    }
+
+    fn spawn<A, F, S>(protocol: Protocol, accept: A) -> Backend
+    where
+        A: Fn() -> F + Send + 'static,
+        F: std::future::Future<Output = std::io::Result<S>> + Send,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, c) = (seen.clone(), connections.clone());
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                serve_backend_conn(TokioIo::new(stream), s.clone());
+            while let Ok(stream) = accept().await {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                serve_backend_conn(TokioIo::new(stream), s.clone(), protocol);
             }
         });
-        Backend { addr: None, seen, task }
+        Backend {
+            addr: None,
+            seen,
+            connections,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -106,7 +140,7 @@ impl Drop for Backend {
     }
 }
 
-fn serve_backend_conn<I>(io: TokioIo<I>, seen: Arc<Mutex<Vec<Seen>>>)
+fn serve_backend_conn<I>(io: TokioIo<I>, seen: Arc<Mutex<Vec<Seen>>>, protocol: Protocol)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -115,22 +149,37 @@ where
             let seen = seen.clone();
             async move { Ok::<_, Infallible>(backend_respond(request, seen).await) }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(io, service)
-            .await;
+        let _ = match protocol {
+            Protocol::Http1 => {
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .with_upgrades()
+                    .await
+            }
+            Protocol::H2c => {
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await
+            }
+        };
     });
 }
 
-async fn backend_respond(request: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<TestBody> {
-    seen.lock().expect("lock").push(Seen {
+async fn backend_respond(mut request: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<TestBody> {
+    let mut record = Seen {
         method: request.method().to_string(),
         uri: request.uri().to_string(),
         version: request.version(),
         headers: request.headers().clone(),
-    });
+        trailers: None,
+    };
     match request.uri().path() {
-        "/echo" => Response::new(request.into_body().map_err(Into::into).boxed()),
+        "/echo" => {
+            seen.lock().expect("lock").push(record);
+            Response::new(request.into_body().map_err(Into::into).boxed())
+        }
         "/slow" => {
+            seen.lock().expect("lock").push(record);
             let ms = request
                 .uri()
                 .query()
@@ -140,7 +189,47 @@ async fn backend_respond(request: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Response::new(full("slow"))
         }
-        _ => Response::new(full("ok")),
+        "/ws" => {
+            seen.lock().expect("lock").push(record);
+            let upgrade = hyper::upgrade::on(&mut request);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = upgrade.await {
+                    let mut io = TokioIo::new(upgraded);
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .body(empty())
+                .expect("101")
+        }
+        "/trailers" => {
+            let collected = request.into_body().collect().await.expect("request body");
+            record.trailers = collected.trailers().cloned();
+            seen.lock().expect("lock").push(record);
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let frames: Vec<Result<hyper::body::Frame<Bytes>, Infallible>> = vec![
+                Ok(hyper::body::Frame::data(collected.to_bytes())),
+                Ok(hyper::body::Frame::trailers(trailers)),
+            ];
+            Response::new(
+                http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+        }
+        _ => {
+            seen.lock().expect("lock").push(record);
+            Response::new(full("ok"))
+        }
     }
 }
 
@@ -211,6 +300,19 @@ impl Fixture {
             "#
         );
         Config::from_toml(&self.path("originguard.toml"), &toml).expect("valid test config")
+    }
+
+    /// Writes a config file (admin on 127.0.0.1:0, `client_auth` lines as given, plus `extra`
+    /// tables) and loads it, so reloads re-read the same file.
+    pub fn write_config(&self, upstream_url: &str, client_auth: &str, extra: &str) -> Config {
+        let d = self.dir.path().display();
+        let toml = format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
+             [client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n{client_auth}\n[upstream]\nurl = \"{upstream_url}\"\n\
+             [admin]\naddress = \"127.0.0.1:0\"\n[log]\naccess_log = false\n{extra}\n"
+        );
+        let path = self.write("originguard.toml", &toml);
+        Config::load(&path).expect("valid test config")
     }
 
     pub fn client_config(&self, client: Option<&ClientCert>) -> Arc<ClientConfig> {
