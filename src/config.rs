@@ -98,6 +98,8 @@ pub struct ClientAuthConfig {
     pub verify_depth: u8,
     pub crl: Vec<PathBuf>,
     pub allow: AllowLists,
+    /// Remember verified chains (see `tls::cache`).
+    pub verify_cache: bool,
 }
 
 /// Checks on top of chain validation. Each non-empty list must match; empty lists allow any
@@ -350,6 +352,7 @@ struct RawClientAuth {
     trust: Option<Vec<String>>,
     verify_depth: Option<i64>,
     crl: Option<Vec<String>>,
+    verify_cache: Option<bool>,
     allow_subjects: Option<Vec<String>>,
     allow_dns_names: Option<Vec<String>>,
     allow_uris: Option<Vec<String>>,
@@ -513,6 +516,7 @@ impl RawConfig {
             verify_depth: 1,
             crl: Vec::new(),
             allow: AllowLists::default(),
+            verify_cache: true,
         };
         let client_auth = self.client_auth.resolve(file, "client_auth", &defaults)?;
 
@@ -700,6 +704,7 @@ impl RawClientAuth {
             verify_depth,
             crl,
             allow,
+            verify_cache: self.verify_cache.unwrap_or(parent.verify_cache),
         })
     }
 }

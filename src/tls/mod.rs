@@ -2,6 +2,7 @@
 //! require and verify client certificates, and from a verified leaf to the identity forwarded
 //! to the backend.
 
+pub mod cache;
 pub mod crl;
 pub mod identity;
 pub mod load;
@@ -106,7 +107,14 @@ impl Policy {
             }
         }
 
-        let verifier = ClientVerifier::new(&cas, auth.verify_depth, revocations, auth.allow.clone(), algorithms);
+        let verifier = ClientVerifier::new(
+            &cas,
+            auth.verify_depth,
+            revocations,
+            auth.allow.clone(),
+            auth.verify_cache,
+            algorithms,
+        );
         let server_config = server::build(&config.tls, config.listener.http2, verifier, server_chain.clone(), key)
             .map_err(|e| match e {
                 rustls::Error::InconsistentKeys(_) => ConfigError::new(

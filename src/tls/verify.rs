@@ -6,6 +6,9 @@
 //! intermediates than the policy allows. webpki tries trust anchors before intermediates, so a
 //! leaf issued directly by a trusted CA verifies at the same cost as with the stock verifier.
 //!
+//! Chains that verified are remembered per policy (see [`super::cache`]) so that the common
+//! case — the same client certificate again — skips the CA signature checks.
+//!
 //! A refusal maps to the TLS alert a peer expects (see [`Reason`]) and, because an alert cannot
 //! say *why*, the precise reason is also recorded for the connection that caused it through
 //! [`record_rejection`]'s task-local slot: the handshake runs inside the connection's task, so the
@@ -21,6 +24,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use super::cache::{self, VerifiedCache};
 use super::crl::Revocations;
 use super::identity::{self, sha256};
 use super::load::TrustedCa;
@@ -122,6 +126,7 @@ pub struct ClientVerifier {
     hints: Vec<DistinguishedName>,
     revocations: Revocations,
     allow: AllowLists,
+    cache: Option<VerifiedCache>,
     /// `verify_depth - 1`: how many intermediates a verified path may contain.
     max_intermediates: usize,
     algorithms: WebPkiSupportedAlgorithms,
@@ -133,6 +138,7 @@ impl ClientVerifier {
         verify_depth: u8,
         revocations: Revocations,
         allow: AllowLists,
+        verify_cache: bool,
         algorithms: WebPkiSupportedAlgorithms,
     ) -> Self {
         let anchors: Vec<_> = cas.iter().map(|ca| ca.anchor.clone()).collect();
@@ -147,6 +153,7 @@ impl ClientVerifier {
             hints,
             revocations,
             allow,
+            cache: verify_cache.then(|| VerifiedCache::new(cache::CAPACITY)),
             max_intermediates: usize::from(verify_depth.max(1)) - 1,
             algorithms,
         }
@@ -160,6 +167,17 @@ impl ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), (Reason, rustls::Error)> {
+        let key = match &self.cache {
+            Some(cache) => {
+                let key = VerifiedCache::key(end_entity, intermediates);
+                if cache.hit(&key, now) {
+                    return Ok(());
+                }
+                Some(key)
+            }
+            None => None,
+        };
+
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|_| (Reason::Other, CertificateError::BadEncoding.into()))?;
 
@@ -185,16 +203,17 @@ impl ClientVerifier {
             Ok(())
         };
 
-        cert.verify_for_usage(
-            self.algorithms.all,
-            &self.anchors,
-            intermediates,
-            now,
-            webpki::KeyUsage::client_auth(),
-            None,
-            Some(&within_policy),
-        )
-        .map_err(classify)?;
+        let path = cert
+            .verify_for_usage(
+                self.algorithms.all,
+                &self.anchors,
+                intermediates,
+                now,
+                webpki::KeyUsage::client_auth(),
+                None,
+                Some(&within_policy),
+            )
+            .map_err(classify)?;
 
         if !self.allow.is_empty() && !permits(&self.allow, end_entity, &cert) {
             return Err((
@@ -202,7 +221,18 @@ impl ClientVerifier {
                 CertificateError::ApplicationVerificationFailure.into(),
             ));
         }
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            let verified: Vec<CertificateDer<'_>> = std::iter::once(end_entity.clone())
+                .chain(path.intermediate_certificates().map(|c| c.der()))
+                .collect();
+            cache.insert(key, &verified);
+        }
         Ok(())
+    }
+
+    /// Verified-chain cache (hits, misses), when the cache is on.
+    pub fn cache_stats(&self) -> Option<(u64, u64)> {
+        self.cache.as_ref().map(VerifiedCache::stats)
     }
 }
 

@@ -276,7 +276,7 @@ fn verifier_classifies_each_refusal() {
             .add(&der, &cas, algs.all)
             .expect("a CRL signed by the trusted CA");
     }
-    let verifier = ClientVerifier::new(&cas, 1, revocations, Default::default(), algs);
+    let verifier = ClientVerifier::new(&cas, 1, revocations, Default::default(), false, algs);
     let now = UnixTime::now();
     let reason = |c: &ClientCert| verifier.verify(&c.chain[0], &c.chain[1..], now).err().map(|(r, _)| r);
 
@@ -311,4 +311,73 @@ fn verifier_classifies_each_refusal() {
         reason(&Ca::root("reasons CA").leaf(Leaf::client("x"))),
         Some(Reason::BadSignature)
     );
+}
+
+/// The verified-chain cache serves only what the policy would accept now.
+#[test]
+fn verify_cache_never_serves_an_expired_or_foreign_chain() {
+    let ca = Ca::root("cache CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.pem).expect("write");
+    let cas = load::trusted_cas(&ca_path).expect("ca");
+    let algs = rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
+    let verifier = ClientVerifier::new(&cas, 1, Revocations::default(), Default::default(), true, algs);
+    let t = OffsetDateTime::now_utc();
+    let leaf = ca.leaf(Leaf {
+        not_after: t + Duration::days(2),
+        ..Leaf::client("cached")
+    });
+    let now = UnixTime::now();
+    let verify = |c: &ClientCert, at: UnixTime| verifier.verify(&c.chain[0], &c.chain[1..], at).err().map(|(r, _)| r);
+
+    assert_eq!(verify(&leaf, now), None);
+    assert_eq!(verify(&leaf, now), None);
+    assert_eq!(
+        verifier.cache_stats(),
+        Some((1, 1)),
+        "the second verification was a cache hit"
+    );
+    // Past the leaf's notAfter: not served from the cache, and refused for the right reason.
+    let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.as_secs() + 3 * 86400));
+    assert_eq!(verify(&leaf, later), Some(Reason::Expired));
+    // Same names, another CA: a different chain, verified in full and refused.
+    let impostor = Ca::root("cache CA").leaf(Leaf::client("cached"));
+    assert_eq!(verify(&impostor, now), Some(Reason::BadSignature));
+    // The same leaf sent with an extra intermediate is a different chain (verified in full).
+    let mut padded = ca.leaf(Leaf::client("padded"));
+    padded.chain.push(ca.der.clone());
+    assert_eq!(verify(&padded, now), None);
+    let (hits, _) = verifier.cache_stats().expect("cache on");
+    assert_eq!(hits, 1, "only the identical chain hit");
+    // Refusals are never cached.
+    let stranger = Ca::root("stranger").leaf(Leaf::client("x"));
+    assert_eq!(verify(&stranger, now), Some(Reason::UnknownIssuer));
+    assert_eq!(verify(&stranger, now), Some(Reason::UnknownIssuer));
+}
+
+#[tokio::test]
+async fn a_client_revoked_by_reload_is_refused_even_after_cached_verifications() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let client = fx.client_ca.leaf(Leaf {
+        serial: Some(777),
+        ..Leaf::client("cached-then-revoked")
+    });
+    // Full handshakes every time (no resumption), so only the cache could let it through.
+    fx.write_config(&backend.url(), "", "");
+    let proxy = spawn_proxy(fx.set_in_config("[tls]\n", "[tls]\nsession_resumption = \"off\"\n")).await;
+    for _ in 0..3 {
+        assert_eq!(refusal(proxy.addr, fx.client_config(Some(&client))).await, None);
+    }
+    let crl = fx.write("crl.pem", &fx.client_ca.crl(&[777]));
+    fx.write_config(&backend.url(), &format!("crl = [\"{}\"]", crl.display()), "");
+    fx.set_in_config("[tls]\n", "[tls]\nsession_resumption = \"off\"\n");
+    let (status, body) = proxy.admin("POST", "/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        refusal(proxy.addr, fx.client_config(Some(&client))).await,
+        Some(AlertDescription::CertificateRevoked)
+    );
+    proxy.stop().await;
 }

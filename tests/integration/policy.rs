@@ -41,6 +41,7 @@ impl Hosts {
                 verify_depth: 1,
                 crl: vec![],
                 allow: AllowLists::default(),
+                verify_cache: true,
             },
         }
     }

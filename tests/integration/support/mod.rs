@@ -315,6 +315,15 @@ impl Fixture {
         Config::load(&path).expect("valid test config")
     }
 
+    /// Edits the written config file (`from` -> `to`) and loads it again.
+    pub fn set_in_config(&self, from: &str, to: &str) -> Config {
+        let path = self.path("originguard.toml");
+        let text = std::fs::read_to_string(&path).expect("config written");
+        assert!(text.contains(from), "{from:?} not in the config");
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+        Config::load(&path).expect("valid test config")
+    }
+
     pub fn client_config(&self, client: Option<&ClientCert>) -> Arc<ClientConfig> {
         client_config(
             &self.server_ca.der,

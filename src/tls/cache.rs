@@ -1,0 +1,189 @@
+//! The verified-chain cache: skip re-verifying CA signatures for a chain this policy has
+//! already verified.
+//!
+//! Cloudflare's global AOP leaf is the same for every connection, and zone-level leaves change
+//! rarely, so most handshakes present a chain the verifier has seen. A cache entry is keyed by
+//! SHA-256 over the exact presented chain (leaf and every intermediate, length-prefixed) and
+//! lives inside one policy's verifier: a reload builds new verifiers, so new CAs, CRLs or
+//! allow-lists always start from an empty cache, and no policy can see another's entries.
+//!
+//! What a hit skips and why that is sound: path building, the CA signature checks, CRL lookups,
+//! the depth and allow-list checks — all pure functions of (chain bytes, policy), and both are
+//! fixed for the entry's lifetime. What a hit still checks: the validity window of every
+//! certificate on the verified path against the current time (an expired chain falls through
+//! to full verification and fails there with the right reason). The CertificateVerify signature
+//! — the proof the client holds the key — is verified by rustls on every handshake regardless.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+
+/// Entries per policy; the least recently used goes first.
+pub const CAPACITY: usize = 4096;
+
+/// Key of a presented chain.
+pub type ChainKey = [u8; 32];
+
+/// A bounded LRU of verified chains with their validity windows.
+#[derive(Debug)]
+pub struct VerifiedCache {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<ChainKey, Entry>,
+    tick: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// The intersection of the path's validity windows, Unix seconds, inclusive.
+    not_before: u64,
+    not_after: u64,
+    last_used: u64,
+}
+
+impl VerifiedCache {
+    pub fn new(capacity: usize) -> VerifiedCache {
+        VerifiedCache {
+            inner: Mutex::new(Inner::default()),
+            capacity: capacity.max(1),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// SHA-256 over the presented chain, each certificate length-prefixed.
+    pub fn key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> ChainKey {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for cert in std::iter::once(end_entity).chain(intermediates) {
+            ctx.update(&(cert.len() as u64).to_be_bytes());
+            ctx.update(cert.as_ref());
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        key
+    }
+
+    /// Whether `key` was verified and its whole path is valid at `now`.
+    pub fn hit(&self, key: &ChainKey, now: UnixTime) -> bool {
+        let now = now.as_secs();
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let hit = match inner.entries.get_mut(key) {
+            Some(entry) if entry.not_before <= now && now <= entry.not_after => {
+                entry.last_used = tick;
+                true
+            }
+            _ => false,
+        };
+        drop(inner);
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        hit
+    }
+
+    /// Records a chain that just verified; `path` is the verified path (leaf first, without the
+    /// trust anchor). A path whose validity cannot be read is not cached.
+    pub fn insert(&self, key: ChainKey, path: &[CertificateDer<'_>]) {
+        let Some((not_before, not_after)) = validity_window(path) else {
+            return;
+        };
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let last_used = inner.tick;
+        if inner.entries.len() >= self.capacity && !inner.entries.contains_key(&key) {
+            // O(capacity), on a miss only — which has just paid for a full verification.
+            if let Some(oldest) = inner.entries.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k) {
+                inner.entries.remove(&oldest);
+            }
+        }
+        inner.entries.insert(
+            key,
+            Entry {
+                not_before,
+                not_after,
+                last_used,
+            },
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// (hits, misses) so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The latest notBefore and earliest notAfter over `path`, in Unix seconds.
+fn validity_window(path: &[CertificateDer<'_>]) -> Option<(u64, u64)> {
+    let mut window = (0u64, u64::MAX);
+    for der in path {
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        let validity = cert.validity();
+        let not_before = u64::try_from(validity.not_before.timestamp()).unwrap_or(0);
+        let not_after = u64::try_from(validity.not_after.timestamp()).ok()?;
+        window = (window.0.max(not_before), window.1.min(not_after));
+    }
+    Some(window)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(days_valid: i64) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["x.test".to_string()]).expect("params");
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days_valid);
+        params.self_signed(&key).expect("cert").der().clone()
+    }
+
+    #[test]
+    fn entries_expire_with_their_path_and_the_least_recently_used_is_evicted() {
+        let cache = VerifiedCache::new(2);
+        let (a, b, c) = (cert(10), cert(10), cert(10));
+        let short = cert(1);
+        let now = UnixTime::now();
+        let key = |c: &CertificateDer<'_>| VerifiedCache::key(c, &[]);
+
+        assert!(!cache.hit(&key(&a), now));
+        cache.insert(key(&a), &[a.clone()]);
+        assert!(cache.hit(&key(&a), now));
+        // The window is the intersection over the path: the short-lived intermediate bounds it.
+        cache.insert(key(&b), &[b.clone(), short.clone()]);
+        let in_three_days = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.as_secs() + 3 * 86400));
+        assert!(cache.hit(&key(&a), in_three_days));
+        assert!(
+            !cache.hit(&key(&b), in_three_days),
+            "expired path served from the cache"
+        );
+        // a was used last, so inserting c evicts b.
+        cache.insert(key(&c), &[c.clone()]);
+        assert_eq!(cache.len(), 2);
+        assert!(cache.hit(&key(&a), now));
+        assert!(cache.hit(&key(&c), now));
+        assert!(!cache.hit(&key(&b), now));
+        // Keys cover the whole presented chain.
+        assert_ne!(VerifiedCache::key(&a, &[]), VerifiedCache::key(&a, &[b.clone()]));
+    }
+}
