@@ -167,7 +167,7 @@ mod tests {
         let key = |c: &CertificateDer<'_>| VerifiedCache::key(c, &[]);
 
         assert!(!cache.hit(&key(&a), now));
-        cache.insert(key(&a), &[a.clone()]);
+        cache.insert(key(&a), std::slice::from_ref(&a));
         assert!(cache.hit(&key(&a), now));
         // The window is the intersection over the path: the short-lived intermediate bounds it.
         cache.insert(key(&b), &[b.clone(), short.clone()]);
@@ -178,12 +178,12 @@ mod tests {
             "expired path served from the cache"
         );
         // a was used last, so inserting c evicts b.
-        cache.insert(key(&c), &[c.clone()]);
+        cache.insert(key(&c), std::slice::from_ref(&c));
         assert_eq!(cache.len(), 2);
         assert!(cache.hit(&key(&a), now));
         assert!(cache.hit(&key(&c), now));
         assert!(!cache.hit(&key(&b), now));
         // Keys cover the whole presented chain.
-        assert_ne!(VerifiedCache::key(&a, &[]), VerifiedCache::key(&a, &[b.clone()]));
+        assert_ne!(VerifiedCache::key(&a, &[]), VerifiedCache::key(&a, std::slice::from_ref(&b)));
     }
 }
