@@ -35,6 +35,8 @@ pub enum Command {
         #[arg(long, short, default_value = "config/originguard.toml")]
         config: PathBuf,
     },
+    /// TLS handshake load generator (mTLS).
+    Loadtest(LoadtestArgs),
     /// Certificate helpers.
     Pki {
         #[command(subcommand)]
@@ -53,4 +55,44 @@ pub enum PkiCommand {
         #[arg(long, default_value_t = 825)]
         days: i64,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoadtestArgs {
+    /// Server address, HOST:PORT.
+    #[arg(long)]
+    pub target: String,
+    /// TLS server name (SNI) and Host header; default: the target's host.
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Verify the server certificate against this CA (default: not verified).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM).
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// Client private key (PEM).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Concurrent workers, each opening one connection after another.
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
+    /// How long to run ("10s", "1m").
+    #[arg(long, default_value = "10s", conflicts_with = "handshakes")]
+    pub duration: String,
+    /// Stop after this many connections instead of after --duration.
+    #[arg(long)]
+    pub handshakes: Option<u64>,
+    /// Resume TLS sessions (tickets) after the first handshake.
+    #[arg(long)]
+    pub resume: bool,
+    /// HTTP/1.1 GET requests per connection; each must answer 200 for the connection to count.
+    #[arg(long, default_value_t = 1)]
+    pub requests_per_connection: u32,
+    /// Request path.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Print one JSON object at the end instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

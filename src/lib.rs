@@ -24,6 +24,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod loadgen;
 pub mod metrics;
 pub mod net;
 pub mod pki;

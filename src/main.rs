@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use originguard::cli::{Cli, Command, PkiCommand};
 use originguard::config::ConfigError;
-use originguard::{app, check, demo, pki, signal};
+use originguard::tls::load::LoadError;
+use originguard::{app, check, config, demo, loadgen, pki, signal};
 
 /// EX_CONFIG from sysexits.h.
 const EXIT_CONFIG: u8 = 78;
@@ -17,7 +18,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("originguard: error: {error:#}");
-            if error.downcast_ref::<ConfigError>().is_some() {
+            if error.downcast_ref::<ConfigError>().is_some() || error.downcast_ref::<LoadError>().is_some() {
                 ExitCode::from(EXIT_CONFIG)
             } else {
                 ExitCode::FAILURE
@@ -47,6 +48,34 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { listen } => runtime()?.block_on(demo::run(listen)),
+        Command::Loadtest(args) => {
+            let duration = config::parse_duration(&args.duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+            let json = args.json;
+            let options = loadgen::Options {
+                target: args.target,
+                server_name: args.server_name,
+                ca: args.ca,
+                cert: args.cert,
+                key: args.key,
+                connections: args.connections,
+                duration: match args.handshakes {
+                    // A count-bounded run still stops eventually.
+                    Some(_) => std::time::Duration::from_secs(24 * 3600),
+                    None => duration,
+                },
+                handshakes: args.handshakes,
+                resume: args.resume,
+                requests_per_connection: args.requests_per_connection,
+                path: args.path,
+                progress: !json,
+            };
+            let report = runtime()?.block_on(loadgen::run(options))?;
+            match json {
+                true => println!("{}", serde_json::to_string(&report)?),
+                false => print!("{}", report.text()),
+            }
+            Ok(())
+        }
         Command::Pki {
             command: PkiCommand::Dev { out, days },
         } => {

@@ -184,6 +184,9 @@ mod tests {
         assert!(cache.hit(&key(&c), now));
         assert!(!cache.hit(&key(&b), now));
         // Keys cover the whole presented chain.
-        assert_ne!(VerifiedCache::key(&a, &[]), VerifiedCache::key(&a, std::slice::from_ref(&b)));
+        assert_ne!(
+            VerifiedCache::key(&a, &[]),
+            VerifiedCache::key(&a, std::slice::from_ref(&b))
+        );
     }
 }

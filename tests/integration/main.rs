@@ -7,6 +7,7 @@ mod cli;
 mod handshake;
 mod headers;
 mod lifecycle;
+mod loadtest;
 mod operations;
 mod policy;
 mod responses;

@@ -1,0 +1,577 @@
+//! `originguard loadtest`: a TLS handshake load generator with client certificates.
+//!
+//! N workers open connections as fast as they can: a full handshake each (or a resumed one with
+//! `--resume`), then `--requests-per-connection` HTTP/1.1 requests. A connection counts as a
+//! success only when its handshake completed *and* every request got a 200: a TLS 1.3 client
+//! learns that its certificate was refused only on its first read after the handshake, so a
+//! handshake-only count would report refused clients as successes. With 0 requests the worker
+//! still reads (after sending close_notify) so such an alert is seen.
+//!
+//! Its own cost is kept low: the client key is parsed once, the server certificate is not
+//! verified unless `--ca` is given, and latency goes into per-worker HDR histograms merged at
+//! the end. The report includes the generator's own CPU time per connection, so a run can show
+//! whether the generator or the server was the bottleneck.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::tls::{load, server};
+
+/// How one connection may take at most.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub target: String,
+    pub server_name: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub connections: usize,
+    pub duration: Duration,
+    pub handshakes: Option<u64>,
+    pub resume: bool,
+    pub requests_per_connection: u32,
+    pub path: String,
+    /// Show a live progress line (only on a terminal).
+    pub progress: bool,
+}
+
+/// The outcome of a run (`--json` prints it as is).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub connections: usize,
+    pub resume: bool,
+    pub requests_per_connection: u32,
+    pub elapsed_s: f64,
+    pub attempts: u64,
+    pub successes: u64,
+    pub resumed: u64,
+    pub handshakes_per_s: f64,
+    pub requests: u64,
+    pub requests_per_s: f64,
+    /// Handshake latency (TCP connect + TLS handshake), microseconds.
+    pub latency_us: Latency,
+    pub failures: BTreeMap<String, u64>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// The generator's own CPU time per attempted connection (user + system).
+    pub client_cpu_us_per_connection: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+/// Runs the load and returns the report.
+pub async fn run(options: Options) -> anyhow::Result<Report> {
+    let target = resolve(&options.target).await?;
+    let server_name = server_name(&options)?;
+    let connector = TlsConnector::from(client_config(&options)?);
+
+    let shared = Arc::new(Shared {
+        attempts: AtomicU64::new(0),
+        successes: AtomicU64::new(0),
+        failures_seen: AtomicU64::new(0),
+    });
+    let deadline = Instant::now() + options.duration;
+    let cpu_before = process_cpu_us();
+    let started = Instant::now();
+
+    let progress = (options.progress && std::io::stderr().is_terminal()).then(|| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let s = started.elapsed().as_secs_f64();
+                let ok = shared.successes.load(Ordering::Relaxed);
+                eprint!(
+                    "\r{s:6.1}s  {:9.0} conn/s  ok {ok}  failed {}   ",
+                    ok as f64 / s,
+                    shared.failures_seen.load(Ordering::Relaxed)
+                );
+            }
+        })
+    });
+
+    let mut workers = Vec::with_capacity(options.connections);
+    for _ in 0..options.connections.max(1) {
+        let worker = Worker {
+            target,
+            server_name: server_name.clone(),
+            connector: connector.clone(),
+            options: options.clone(),
+            shared: shared.clone(),
+            deadline,
+        };
+        workers.push(tokio::spawn(worker.run()));
+    }
+    let mut total = WorkerStats::new();
+    for worker in workers {
+        total.merge(worker.await.context("load worker panicked")?);
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_us()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let attempts = shared.attempts.load(Ordering::Relaxed).min(total.attempts);
+    let h = &total.latency;
+    Ok(Report {
+        target: options.target.clone(),
+        connections: options.connections,
+        resume: options.resume,
+        requests_per_connection: options.requests_per_connection,
+        elapsed_s: elapsed,
+        attempts,
+        successes: total.successes,
+        resumed: total.resumed,
+        handshakes_per_s: total.successes as f64 / elapsed,
+        requests: total.requests,
+        requests_per_s: total.requests as f64 / elapsed,
+        latency_us: Latency {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+            mean: h.mean(),
+        },
+        failures: total.failures,
+        bytes_sent: total.bytes_sent.load(Ordering::Relaxed),
+        bytes_received: total.bytes_received.load(Ordering::Relaxed),
+        client_cpu_us_per_connection: match (cpu, attempts) {
+            (Some(cpu), n) if n > 0 => cpu as f64 / n as f64,
+            _ => 0.0,
+        },
+    })
+}
+
+impl Report {
+    /// A human-readable summary.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "target {}  connections {}  mode {}  requests/connection {}\n\
+             {:.1} s: {} attempts, {} ok ({} resumed), {:.0} conn/s, {:.0} req/s\n\
+             handshake latency (µs): p50 {}  p90 {}  p99 {}  max {}  mean {:.0}\n\
+             bytes sent {}  received {}  client CPU {:.0} µs/connection\n",
+            self.target,
+            self.connections,
+            if self.resume { "resumed" } else { "full" },
+            self.requests_per_connection,
+            self.elapsed_s,
+            self.attempts,
+            self.successes,
+            self.resumed,
+            self.handshakes_per_s,
+            self.requests_per_s,
+            self.latency_us.p50,
+            self.latency_us.p90,
+            self.latency_us.p99,
+            self.latency_us.max,
+            self.latency_us.mean,
+            self.bytes_sent,
+            self.bytes_received,
+            self.client_cpu_us_per_connection,
+        );
+        if self.failures.is_empty() {
+            out.push_str("failures: none\n");
+        }
+        for (reason, count) in &self.failures {
+            out.push_str(&format!("failures: {reason}: {count}\n"));
+        }
+        out
+    }
+}
+
+struct Shared {
+    attempts: AtomicU64,
+    successes: AtomicU64,
+    failures_seen: AtomicU64,
+}
+
+struct Worker {
+    target: SocketAddr,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+    options: Options,
+    shared: Arc<Shared>,
+    deadline: Instant,
+}
+
+struct WorkerStats {
+    attempts: u64,
+    successes: u64,
+    resumed: u64,
+    requests: u64,
+    latency: Histogram<u64>,
+    failures: BTreeMap<String, u64>,
+    bytes_sent: Arc<AtomicU64>,
+    bytes_received: Arc<AtomicU64>,
+}
+
+impl WorkerStats {
+    fn new() -> WorkerStats {
+        WorkerStats {
+            attempts: 0,
+            successes: 0,
+            resumed: 0,
+            requests: 0,
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            failures: BTreeMap::new(),
+            bytes_sent: Arc::new(AtomicU64::new(0)),
+            bytes_received: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn merge(&mut self, other: WorkerStats) {
+        self.attempts += other.attempts;
+        self.successes += other.successes;
+        self.resumed += other.resumed;
+        self.requests += other.requests;
+        let _ = self.latency.add(&other.latency);
+        for (reason, count) in other.failures {
+            *self.failures.entry(reason).or_default() += count;
+        }
+        self.bytes_sent
+            .fetch_add(other.bytes_sent.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.bytes_received
+            .fetch_add(other.bytes_received.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+impl Worker {
+    async fn run(self) -> WorkerStats {
+        let mut stats = WorkerStats::new();
+        loop {
+            if Instant::now() >= self.deadline {
+                break;
+            }
+            if let Some(limit) = self.options.handshakes {
+                if self.shared.attempts.fetch_add(1, Ordering::Relaxed) >= limit {
+                    break;
+                }
+            } else {
+                self.shared.attempts.fetch_add(1, Ordering::Relaxed);
+            }
+            stats.attempts += 1;
+            let started = Instant::now();
+            match tokio::time::timeout(CONNECTION_TIMEOUT, self.connection(&stats, started)).await {
+                Ok(Ok(outcome)) => {
+                    stats.successes += 1;
+                    stats.resumed += u64::from(outcome.resumed);
+                    stats.requests += u64::from(self.options.requests_per_connection);
+                    let _ = stats.latency.record(outcome.handshake_us.max(1));
+                    self.shared.successes.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(reason)) => {
+                    *stats.failures.entry(reason).or_default() += 1;
+                    self.shared.failures_seen.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    *stats.failures.entry("timeout".into()).or_default() += 1;
+                    self.shared.failures_seen.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        stats
+    }
+
+    async fn connection(&self, stats: &WorkerStats, started: Instant) -> Result<Outcome, String> {
+        let tcp = TcpStream::connect(self.target)
+            .await
+            .map_err(|_| "connect".to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let io = Counting {
+            inner: tcp,
+            sent: stats.bytes_sent.clone(),
+            received: stats.bytes_received.clone(),
+        };
+        let mut tls = self
+            .connector
+            .connect(self.server_name.clone(), io)
+            .await
+            .map_err(|e| classify(&e))?;
+        let handshake_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+
+        if self.options.requests_per_connection == 0 {
+            // Read once so a refused certificate (a TLS 1.3 alert after our Finished) is seen.
+            let _ = tls.shutdown().await;
+            let mut sink = [0u8; 512];
+            loop {
+                match tls.read(&mut sink).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(classify(&e)),
+                }
+            }
+            return Ok(Outcome { handshake_us, resumed });
+        }
+
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| classify_chain(&e))?;
+        let driver = tokio::spawn(conn);
+        let authority = self
+            .options
+            .server_name
+            .clone()
+            .unwrap_or_else(|| self.options.target.clone());
+        for _ in 0..self.options.requests_per_connection {
+            let request = Request::get(self.options.path.as_str())
+                .header(http::header::HOST, authority.as_str())
+                .body(Empty::<Bytes>::new())
+                .map_err(|_| "request".to_string())?;
+            let response = send.send_request(request).await.map_err(|e| classify_chain(&e))?;
+            let status = response.status();
+            response.into_body().collect().await.map_err(|e| classify_chain(&e))?;
+            if status != http::StatusCode::OK {
+                return Err(format!("http_{}", status.as_u16()));
+            }
+        }
+        drop(send);
+        driver.abort();
+        Ok(Outcome { handshake_us, resumed })
+    }
+}
+
+struct Outcome {
+    handshake_us: u64,
+    resumed: bool,
+}
+
+/// A failure label: `alert_<description>` for a TLS alert from the server, else a short kind.
+fn classify(error: &std::io::Error) -> String {
+    match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(alert)) => format!("alert_{}", alert_name(*alert)),
+        Some(_) => "tls".into(),
+        None => match error.kind() {
+            std::io::ErrorKind::ConnectionReset => "reset".into(),
+            std::io::ErrorKind::UnexpectedEof => "eof".into(),
+            _ => "io".into(),
+        },
+    }
+}
+
+fn classify_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return classify(io);
+        }
+        if let Some(rustls::Error::AlertReceived(alert)) = e.downcast_ref::<rustls::Error>() {
+            return format!("alert_{}", alert_name(*alert));
+        }
+        source = e.source();
+    }
+    "http".into()
+}
+
+fn alert_name(alert: rustls::AlertDescription) -> String {
+    let debug = format!("{alert:?}");
+    // CertificateRequired -> certificate_required
+    let mut out = String::with_capacity(debug.len() + 4);
+    let mut previous_lower = false;
+    for c in debug.chars() {
+        if c.is_ascii_uppercase() && previous_lower {
+            out.push('_');
+        }
+        previous_lower = c.is_ascii_lowercase();
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+async fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(target)
+        .await
+        .with_context(|| format!("--target {target}: cannot resolve (expected HOST:PORT)"))?
+        .next()
+        .with_context(|| format!("--target {target}: no address"))
+}
+
+fn server_name(options: &Options) -> anyhow::Result<ServerName<'static>> {
+    let name = match &options.server_name {
+        Some(name) => name.clone(),
+        None => options
+            .target
+            .rsplit_once(':')
+            .map(|(host, _)| host.trim_start_matches('[').trim_end_matches(']').to_string())
+            .unwrap_or_else(|| options.target.clone()),
+    };
+    ServerName::try_from(name.clone()).with_context(|| format!("--server-name {name}: not a DNS name or IP address"))
+}
+
+fn client_config(options: &Options) -> anyhow::Result<Arc<ClientConfig>> {
+    let provider = server::provider();
+    let chain = load::certificates(&options.cert)?;
+    let key = load::private_key(&options.key)?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .context("protocol versions")?;
+    let builder = match &options.ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for ca in load::trusted_cas(ca)? {
+                roots.add(ca.der).context("--ca: unusable certificate")?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(UnverifiedServer(provider))),
+    };
+    let mut config = builder
+        .with_client_auth_cert(chain, key)
+        .with_context(|| format!("{}: does not match {}", options.key.display(), options.cert.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = match options.resume {
+        true => Resumption::in_memory_sessions(4096),
+        false => Resumption::disabled(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate (still checking the handshake signature): a load generator
+/// measuring the server's cost need not pay for verifying it. `--ca` turns verification on.
+#[derive(Debug)]
+struct UnverifiedServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for UnverifiedServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TCP stream that counts bytes both ways.
+struct Counting {
+    inner: TcpStream,
+    sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counting {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.received
+            .fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl AsyncWrite for Counting {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.sent.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// User + system CPU time of this process, microseconds (Linux `/proc`; USER_HZ is 100).
+pub fn process_cpu_us() -> Option<u64> {
+    cpu_us_of("self")
+}
+
+/// User + system CPU time of process `pid` (all its threads), microseconds.
+pub fn cpu_us_of(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields resume after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_names_are_snake_case() {
+        assert_eq!(
+            alert_name(rustls::AlertDescription::CertificateRequired),
+            "certificate_required"
+        );
+        assert_eq!(alert_name(rustls::AlertDescription::UnknownCA), "unknown_ca");
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        assert!(process_cpu_us().is_some());
+    }
+}
