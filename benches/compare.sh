@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# originguard vs nginx vs HAProxy, side by side on this machine: the same PKI (ECDSA P-256 dev
+# PKI, client leaf issued directly by the CA), the same backend (an nginx that answers 200), the
+# same load (`originguard loadtest`, TLS 1.3, one HTTP/1.1 request per connection unless noted).
+#
+# Each server is pinned to SERVER_CPU with one worker; the load generator and the backend share
+# LOAD_CPU. Servers run one after another, alternating, ROUNDS times per mode. Server CPU time is
+# read from /proc/<pid>/stat before and after each run and divided by the successful
+# connections (or requests, in keep-alive mode). Prints a table with ratios to nginx, and writes
+# the raw numbers to $OUT (default benches/last-compare.json).
+#
+# Loopback only; every server is stopped by PID on exit. Bounded: with the defaults,
+# 4 servers x 3 modes x 2 rounds x 6 s ≈ 3 minutes plus builds.
+#
+#   bash benches/compare.sh                 # defaults
+#   DURATION=10s ROUNDS=3 bash benches/compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-6s}
+ROUNDS=${ROUNDS:-2}
+CONNS=${CONNS:-16}
+KEEPALIVE_REQUESTS=${KEEPALIVE_REQUESTS:-100}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+OUT=${OUT:-benches/last-compare.json}
+BASE_PORT=${BASE_PORT:-18080}
+
+for tool in taskset python3; do
+  command -v "$tool" >/dev/null || { echo "compare.sh: needs $tool" >&2; exit 1; }
+done
+if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light haproxy >/dev/null
+  else
+    echo "compare.sh: install nginx and haproxy (apt-get install nginx-light haproxy)" >&2; exit 1
+  fi
+fi
+
+cargo build --release --quiet
+og=$PWD/target/release/originguard
+work=$(mktemp -d /tmp/originguard-compare.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+backend_port=$BASE_PORT
+og_port=$((BASE_PORT + 1))
+og_nocache_port=$((BASE_PORT + 2))
+nginx_port=$((BASE_PORT + 3))
+haproxy_port=$((BASE_PORT + 4))
+
+"$og" pki dev --out "$work/pki" --days 90 >/dev/null
+cat "$work/pki/server.pem" "$work/pki/server.key" >"$work/pki/haproxy.pem"
+mkdir -p "$work/nginx-tmp"
+
+# --- backend: nginx answering 200 "ok" -------------------------------------------------------
+cat >"$work/backend.conf" <<EOF
+user root;
+worker_processes 1;
+daemon off;
+pid $work/backend.pid;
+error_log $work/backend-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx-tmp/b1; proxy_temp_path $work/nginx-tmp/p1;
+  fastcgi_temp_path $work/nginx-tmp/f1; uwsgi_temp_path $work/nginx-tmp/u1; scgi_temp_path $work/nginx-tmp/s1;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$backend_port; location / { return 200 "ok\n"; } }
+}
+EOF
+
+# --- nginx: ssl_verify_client on, depth 1, proxy to the backend with keep-alive ---------------
+cat >"$work/nginx.conf" <<EOF
+user root;
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx-tmp/b2; proxy_temp_path $work/nginx-tmp/p2;
+  fastcgi_temp_path $work/nginx-tmp/f2; uwsgi_temp_path $work/nginx-tmp/u2; scgi_temp_path $work/nginx-tmp/s2;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$backend_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$nginx_port ssl;
+    ssl_certificate $work/pki/server.pem;
+    ssl_certificate_key $work/pki/server.key;
+    ssl_client_certificate $work/pki/ca.pem;
+    ssl_verify_client on;
+    ssl_verify_depth 1;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_tickets on;
+    ssl_session_cache shared:SSL:10m;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-Client-Cert "Hash=\$ssl_client_fingerprint;Subject=\"\$ssl_client_s_dn\"";
+    }
+  }
+}
+EOF
+
+# --- HAProxy: verify required, proxy to the backend with connection reuse ---------------------
+cat >"$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4000
+  log stderr format raw local0 err
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$haproxy_port ssl crt $work/pki/haproxy.pem ca-file $work/pki/ca.pem verify required alpn http/1.1
+  http-request set-header X-Forwarded-Client-Cert "Hash=%[ssl_c_sha1,hex];Subject=\"%[ssl_c_s_dn]\""
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:$backend_port
+EOF
+
+og_config() { # port cache
+  cat <<EOF
+[listener]
+address = "127.0.0.1:$1"
+[tls]
+certificate = "$work/pki/server.pem"
+private_key = "$work/pki/server.key"
+[client_auth]
+trust = ["$work/pki/ca.pem"]
+verify_cache = $2
+[upstream]
+url = "http://127.0.0.1:$backend_port"
+[log]
+level = "warn"
+access_log = false
+EOF
+}
+og_config "$og_port" true >"$work/og.toml"
+og_config "$og_nocache_port" false >"$work/og-nocache.toml"
+
+start() { # name cpu command...
+  local name=$1 cpu=$2; shift 2
+  taskset -c "$cpu" "$@" >"$work/$name.out" 2>&1 &
+  pids+=($!)
+  eval "pid_$name=$!"
+}
+start backend "$LOAD_CPU" nginx -c "$work/backend.conf" -p "$work"
+start nginx "$SERVER_CPU" nginx -c "$work/nginx.conf" -p "$work"
+start haproxy "$SERVER_CPU" haproxy -f "$work/haproxy.cfg"
+TOKIO_WORKER_THREADS=1 start originguard "$SERVER_CPU" "$og" serve --config "$work/og.toml"
+TOKIO_WORKER_THREADS=1 start originguard_nocache "$SERVER_CPU" "$og" serve --config "$work/og-nocache.toml"
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "compare.sh: nothing listens on port $1" >&2
+  cat "$work"/*.out >&2 || true
+  exit 1
+}
+for port in $backend_port $nginx_port $haproxy_port $og_port $og_nocache_port; do wait_port "$port"; done
+
+# All PIDs of a server: the launched process and its children (nginx workers).
+server_pids() { echo "$1" $(pgrep -P "$1" || true); }
+cpu_us() { # pids...
+  local total=0 pid fields
+  for pid in "$@"; do
+    fields=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+    set -- $fields
+    total=$((total + (${12} + ${13}) * 10000))
+  done
+  echo "$total"
+}
+
+results="$work/results.jsonl"
+: >"$results"
+run() { # mode server port pid
+  local mode=$1 server=$2 port=$3 pid=$4 extra=()
+  case $mode in
+    full) extra=(--requests-per-connection 1) ;;
+    resumed) extra=(--requests-per-connection 1 --resume) ;;
+    keepalive) extra=(--requests-per-connection "$KEEPALIVE_REQUESTS") ;;
+  esac
+  local pids_now before after report
+  pids_now=$(server_pids "$pid")
+  before=$(cpu_us $pids_now)
+  report=$(TOKIO_WORKER_THREADS=1 taskset -c "$LOAD_CPU" "$og" loadtest --target "127.0.0.1:$port" \
+    --server-name localhost --cert "$work/pki/client.pem" --key "$work/pki/client.key" \
+    --connections "$CONNS" --duration "$DURATION" --json "${extra[@]}")
+  after=$(cpu_us $pids_now)
+  python3 - "$mode" "$server" "$before" "$after" "$report" >>"$results" <<'PY'
+import json, sys
+mode, server, before, after, report = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+print(json.dumps({"mode": mode, "server": server, "server_cpu_us": after - before, "report": report}))
+PY
+  printf '  %-9s %-20s %8.0f conn/s  failures %s\n' "$mode" "$server" \
+    "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["handshakes_per_s"])' "$report")" \
+    "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["failures"] or "none")' "$report")"
+}
+
+echo "== warm-up"
+for spec in "originguard $og_port $pid_originguard" "nginx $nginx_port $pid_nginx" "haproxy $haproxy_port $pid_haproxy"; do
+  set -- $spec
+  TOKIO_WORKER_THREADS=1 "$og" loadtest --target "127.0.0.1:$2" --server-name localhost \
+    --cert "$work/pki/client.pem" --key "$work/pki/client.key" --handshakes 200 --connections 4 --json >/dev/null
+done
+
+echo "== runs (server on CPU $SERVER_CPU, load + backend on CPU $LOAD_CPU, $CONNS connections, $DURATION each)"
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in full resumed keepalive; do
+    run "$mode" originguard "$og_port" "$pid_originguard"
+    run "$mode" nginx "$nginx_port" "$pid_nginx"
+    run "$mode" haproxy "$haproxy_port" "$pid_haproxy"
+    [ "$mode" = keepalive ] || run "$mode" originguard_nocache "$og_nocache_port" "$pid_originguard_nocache"
+  done
+done
+
+cp "$results" "$OUT"
+echo
+python3 - "$results" <<'PY'
+import json, sys
+from collections import defaultdict
+rows = [json.loads(l) for l in open(sys.argv[1])]
+acc = defaultdict(lambda: {"cpu": 0, "units": 0, "ok": 0, "elapsed": 0.0, "failed": 0})
+for r in rows:
+    rep = r["report"]
+    units = rep["requests"] if r["mode"] == "keepalive" else rep["successes"]
+    a = acc[(r["mode"], r["server"])]
+    a["cpu"] += r["server_cpu_us"]; a["units"] += units; a["ok"] += rep["successes"]
+    a["elapsed"] += rep["elapsed_s"]; a["failed"] += sum(rep["failures"].values())
+print("| mode | server | server CPU per unit | ratio to nginx | conn/s | failures |")
+print("|---|---|---|---|---|---|")
+for mode, unit in (("full", "connection"), ("resumed", "connection"), ("keepalive", "request")):
+    nginx = acc.get((mode, "nginx"))
+    base = nginx["cpu"] / nginx["units"] if nginx and nginx["units"] else None
+    for server in ("originguard", "originguard_nocache", "nginx", "haproxy"):
+        a = acc.get((mode, server))
+        if not a or not a["units"]:
+            continue
+        per = a["cpu"] / a["units"]
+        ratio = f"{per / base:.2f}x" if base else "-"
+        print(f"| {mode} | {server} | {per:,.0f} µs/{unit} | {ratio} | {a['ok'] / a['elapsed']:,.0f} | {a['failed']} |")
+PY
