@@ -92,6 +92,13 @@ pub struct LoadtestArgs {
     /// Request path.
     #[arg(long, default_value = "/")]
     pub path: String,
+    /// Offer the X25519MLKEM768 hybrid key exchange first (default: X25519 only).
+    #[arg(long)]
+    pub post_quantum: bool,
+    /// Keep each worker's connection open and idle until --duration ends (one per worker),
+    /// to measure the memory idle connections cost the server.
+    #[arg(long, conflicts_with = "handshakes")]
+    pub hold: bool,
     /// Print one JSON object at the end instead of text.
     #[arg(long)]
     pub json: bool,

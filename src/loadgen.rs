@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::tls::{load, server};
+use crate::tls::load;
 
 /// How one connection may take at most.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,6 +56,13 @@ pub struct Options {
     pub resume: bool,
     pub requests_per_connection: u32,
     pub path: String,
+    /// Offer X25519MLKEM768 first (rustls' default); otherwise X25519 only, like OpenSSL 3.0
+    /// peers, so side-by-side runs compare the same key exchange. Cipher suites are offered in
+    /// Cloudflare's order (AES-128-GCM first).
+    pub post_quantum: bool,
+    /// Keep each worker's first connection open (idle, after its requests) until the run ends,
+    /// instead of opening more: to measure what idle connections cost the server.
+    pub hold: bool,
     /// Show a live progress line (only on a terminal).
     pub progress: bool,
 }
@@ -289,6 +296,21 @@ impl Worker {
             }
             stats.attempts += 1;
             let started = Instant::now();
+            if self.options.hold {
+                match tokio::time::timeout(CONNECTION_TIMEOUT, self.open(&stats, started)).await {
+                    Ok(Ok((outcome, held))) => {
+                        stats.successes += 1;
+                        stats.requests += u64::from(self.options.requests_per_connection);
+                        let _ = stats.latency.record(outcome.handshake_us.max(1));
+                        self.shared.successes.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep_until(self.deadline.into()).await;
+                        drop(held);
+                    }
+                    Ok(Err(reason)) => *stats.failures.entry(reason).or_default() += 1,
+                    Err(_) => *stats.failures.entry("timeout".into()).or_default() += 1,
+                }
+                break;
+            }
             match tokio::time::timeout(CONNECTION_TIMEOUT, self.connection(&stats, started)).await {
                 Ok(Ok(outcome)) => {
                     stats.successes += 1;
@@ -311,6 +333,11 @@ impl Worker {
     }
 
     async fn connection(&self, stats: &WorkerStats, started: Instant) -> Result<Outcome, String> {
+        self.open(stats, started).await.map(|(outcome, _)| outcome)
+    }
+
+    /// One connection: handshake and requests. Returns what keeps the connection open.
+    async fn open(&self, stats: &WorkerStats, started: Instant) -> Result<(Outcome, Held), String> {
         let tcp = TcpStream::connect(self.target)
             .await
             .map_err(|_| "connect".to_string())?;
@@ -340,7 +367,7 @@ impl Worker {
                     Err(e) => return Err(classify(&e)),
                 }
             }
-            return Ok(Outcome { handshake_us, resumed });
+            return Ok((Outcome { handshake_us, resumed }, Held::None));
         }
 
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
@@ -364,9 +391,23 @@ impl Worker {
                 return Err(format!("http_{}", status.as_u16()));
             }
         }
-        drop(send);
-        driver.abort();
-        Ok(Outcome { handshake_us, resumed })
+        Ok((Outcome { handshake_us, resumed }, Held::Http(send, DriverGuard(driver))))
+    }
+}
+
+/// A connection kept open by `--hold` (dropping it closes the connection).
+enum Held {
+    None,
+    #[allow(dead_code)] // held for its Drop
+    Http(hyper::client::conn::http1::SendRequest<Empty<Bytes>>, DriverGuard),
+}
+
+/// Aborts the connection driver task when dropped.
+struct DriverGuard(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -438,7 +479,21 @@ fn server_name(options: &Options) -> anyhow::Result<ServerName<'static>> {
 }
 
 fn client_config(options: &Options) -> anyhow::Result<Arc<ClientConfig>> {
-    let provider = server::provider();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !options.post_quantum {
+        provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    }
+    // Offer AES-128-GCM first, as Cloudflare does towards origins (rustls would offer AES-256
+    // first, which moves every peer onto the costlier SHA-384 key schedule).
+    provider.cipher_suites.sort_by_key(|suite| match suite.suite() {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
+        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => 3,
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 4,
+        _ => 5,
+    });
+    let provider = Arc::new(provider);
     let chain = load::certificates(&options.cert)?;
     let key = load::private_key(&options.key)?;
     let builder = ClientConfig::builder_with_provider(provider.clone())

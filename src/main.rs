@@ -67,6 +67,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                 resume: args.resume,
                 requests_per_connection: args.requests_per_connection,
                 path: args.path,
+                post_quantum: args.post_quantum,
+                hold: args.hold,
                 progress: !json,
             };
             let report = runtime()?.block_on(loadgen::run(options))?;

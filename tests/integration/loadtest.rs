@@ -20,6 +20,8 @@ fn options(fx: &Fixture, addr: std::net::SocketAddr, cert: &str, key: &str) -> O
         resume: false,
         requests_per_connection: 1,
         path: "/".into(),
+        post_quantum: false,
+        hold: false,
         progress: false,
     }
 }
@@ -67,6 +69,7 @@ async fn counts_successes_refusals_resumptions_and_requests() {
 
     let mut resumed = options(&fx, proxy.addr, "good.pem", "good.key");
     resumed.resume = true;
+    resumed.post_quantum = true;
     resumed.requests_per_connection = 3;
     let before = backend.count();
     let report = loadgen::run(resumed).await.expect("run");
@@ -124,4 +127,28 @@ async fn cli_prints_one_json_object() {
         .expect("run");
     assert_eq!(bad.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.pem: cannot read"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_keeps_connections_open_until_the_end() {
+    let fx = Fixture::new();
+    fx.write("server-ca.pem", &fx.server_ca.pem);
+    write_client(&fx, "good", &fx.client);
+    let backend = Backend::tcp().await;
+    let mut config = fx.config(&backend.url());
+    config.admin = Some(originguard::config::AdminConfig {
+        address: "127.0.0.1:0".parse().expect("addr"),
+    });
+    let proxy = spawn_proxy(config).await;
+    let mut hold = options(&fx, proxy.addr, "good.pem", "good.key");
+    hold.hold = true;
+    hold.handshakes = None;
+    hold.connections = 5;
+    hold.duration = Duration::from_millis(1500);
+    let run = tokio::spawn(loadgen::run(hold));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(proxy.metric("originguard_connections_open").await, 5.0);
+    let report = run.await.expect("join").expect("run");
+    assert_eq!(report.successes, 5);
+    proxy.stop().await;
 }
