@@ -73,11 +73,15 @@ fn forward(c: &mut Criterion) {
             let send = send.clone();
             async move {
                 let mut send = send.lock().await;
+                send.ready().await.expect("connection ready");
                 let request = Request::get("/")
                     .header("host", "localhost")
                     .body(Empty::<Bytes>::new())
                     .expect("request");
-                let response = send.send_request(request).await.expect("response");
+                let response = send
+                    .send_request(request)
+                    .await
+                    .unwrap_or_else(|e| panic!("request failed: {e:?}"));
                 assert_eq!(response.status(), 200);
                 response.into_body().collect().await.expect("body");
             }
