@@ -1,6 +1,8 @@
 //! The one place that turns a failure into the response the proxy makes itself.
 //!
-//! Statuses (INTERFACE.md): 421 the request's host selects another `[[hosts]]` policy than the
+//! Statuses (INTERFACE.md): 400 a request whose framing a backend could read differently
+//! (Transfer-Encoding other than `chunked`, or together with Content-Length: RFC 9112 §6.3);
+//! 421 the request's host selects another `[[hosts]]` policy than the
 //! connection's SNI did; 502 upstream refused/reset/unreachable, 504 no response head within
 //! `upstream.response_timeout`. 400 (malformed request) and 431 (head larger than
 //! `listener.max_header_bytes`) are produced by hyper's parser before a request exists.
@@ -21,6 +23,25 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("request host belongs to another policy than the connection")]
     Misdirected,
+    #[error("ambiguous request framing (Transfer-Encoding other than chunked, or with Content-Length)")]
+    BadFraming,
+    #[error("the client's request body failed")]
+    ClientBody(#[source] hyper_util::client::legacy::Error),
+}
+
+impl ProxyError {
+    /// Classifies a failed upstream exchange: the client's own body failing (malformed chunks,
+    /// an aborted upload) is the client's fault, not the upstream's.
+    pub fn from_upstream(error: hyper_util::client::legacy::Error) -> ProxyError {
+        let mut source = std::error::Error::source(&error);
+        while let Some(e) = source {
+            if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
+                return ProxyError::ClientBody(error);
+            }
+            source = e.source();
+        }
+        ProxyError::Upstream(error)
+    }
 }
 
 impl ProxyError {
@@ -31,6 +52,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => "reset",
             ProxyError::UpstreamTimeout => "timeout",
             ProxyError::Misdirected => "misdirected",
+            ProxyError::BadFraming | ProxyError::ClientBody(_) => "bad_request",
         }
     }
 }
@@ -39,6 +61,24 @@ impl ProxyError {
 pub fn rescue(error: &ProxyError) -> Response<ProxyBody> {
     match error {
         ProxyError::Upstream(_) => text(StatusCode::BAD_GATEWAY, "502 bad gateway: upstream unavailable\n"),
+        ProxyError::BadFraming => {
+            // Whatever follows on this connection was framed by a reading we refused: close it.
+            let mut response = text(StatusCode::BAD_REQUEST, "400 bad request: ambiguous message framing\n");
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        ProxyError::ClientBody(_) => {
+            let mut response = text(
+                StatusCode::BAD_REQUEST,
+                "400 bad request: malformed or incomplete request body\n",
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
         ProxyError::Misdirected => text(
             StatusCode::MISDIRECTED_REQUEST,
             "421 misdirected request: this connection is not authorized for that host\n",

@@ -72,6 +72,8 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
 
     let result = if misdirected(&conn, log.host.as_deref()) {
         Err(ProxyError::Misdirected)
+    } else if ambiguous_framing(request.headers()) {
+        Err(ProxyError::BadFraming)
     } else {
         let client_upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let request = request.map(|body| {
@@ -100,6 +102,9 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
                     host = log.host.as_deref().unwrap_or(""),
                     "request host belongs to another policy than the connection's SNI: 421"
                 ),
+                ProxyError::BadFraming | ProxyError::ClientBody(_) => {
+                    debug!(peer = %conn.peer, path = %log.path, error = %error_chain(&error), "bad request: 400")
+                }
                 _ => {
                     conn.metrics.upstream_error(error.kind());
                     warn!(peer = %conn.peer, method = %log.method, path = %log.path, error = %error_chain(&error), "upstream error");
@@ -182,7 +187,7 @@ async fn forward(
     let upstream = proxy.upstream.request(Request::from_parts(parts, body));
     let mut response = match tokio::time::timeout(proxy.response_timeout, upstream).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(e)) => return Err(ProxyError::Upstream(e)),
+        Ok(Err(e)) => return Err(ProxyError::from_upstream(e)),
         Ok(Ok(response)) => response,
     };
 
@@ -214,6 +219,22 @@ async fn forward(
         _ => remove_hop_by_hop(response.headers_mut()),
     }
     Ok(response.map(BodyExt::boxed))
+}
+
+/// Request smuggling guard (RFC 9112 §6.3): hyper decodes `Transfer-Encoding: chunked` and
+/// ignores a Content-Length next to it, but a backend might not; and a coding other than chunked
+/// cannot be forwarded faithfully once the proxy has decoded the chunks. Such requests are
+/// refused rather than rewritten.
+fn ambiguous_framing(headers: &HeaderMap) -> bool {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    match codings.next() {
+        None => false,
+        Some(first) => {
+            codings.next().is_some()
+                || !first.as_bytes().eq_ignore_ascii_case(b"chunked")
+                || headers.contains_key(header::CONTENT_LENGTH)
+        }
+    }
 }
 
 /// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).

@@ -70,7 +70,8 @@ impl ClientIdentity {
     }
 }
 
-fn xfcc_value(sha256: &str, subject: &str, uris: &[String], dns_names: &[String]) -> String {
+/// The `x-forwarded-client-cert` value (see the module doc for the format).
+pub fn xfcc_value(sha256: &str, subject: &str, uris: &[String], dns_names: &[String]) -> String {
     let mut out = format!("Hash={sha256};Subject={}", quoted(subject));
     for uri in uris {
         let _ = write!(out, ";URI={}", maybe_quoted(uri));

@@ -25,8 +25,42 @@ pub enum PolicyId {
 pub struct PolicySet {
     pub default: Arc<Policy>,
     pub hosts: Vec<Arc<Policy>>,
+    names: NameIndex,
+}
+
+/// Server names (lowercase exact names and `*.domain` wildcards) -> host index.
+#[derive(Debug, Default)]
+pub struct NameIndex {
     exact: HashMap<String, usize>,
     wildcard: HashMap<String, usize>,
+}
+
+impl NameIndex {
+    /// Adds a validated, lowercase name for host `index`; an earlier host keeps a name.
+    pub fn insert(&mut self, name: &str, index: usize) {
+        match name.strip_prefix("*.") {
+            Some(domain) => self.wildcard.entry(domain.to_string()).or_insert(index),
+            None => self.exact.entry(name.to_string()).or_insert(index),
+        };
+    }
+
+    /// The host a name selects: exact names first, then a wildcard for exactly one more label.
+    /// Case-insensitive; a trailing dot is ignored.
+    pub fn lookup(&self, name: &str) -> Option<usize> {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let name: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        };
+        if let Some(&i) = self.exact.get(name.as_ref()) {
+            return Some(i);
+        }
+        match name.split_once('.') {
+            Some((label, parent)) if !label.is_empty() => self.wildcard.get(parent).copied(),
+            _ => None,
+        }
+    }
 }
 
 impl PolicySet {
@@ -34,8 +68,7 @@ impl PolicySet {
     pub fn build(config: &Config) -> Result<PolicySet, ConfigError> {
         let default = Arc::new(Policy::build(config)?);
         let mut hosts = Vec::with_capacity(config.hosts.len());
-        let mut exact = HashMap::new();
-        let mut wildcard = HashMap::new();
+        let mut names = NameIndex::default();
         for (i, host) in config.hosts.iter().enumerate() {
             let keys = Keys {
                 name: format!("hosts[{i}]"),
@@ -53,20 +86,10 @@ impl PolicySet {
             )?;
             hosts.push(Arc::new(policy));
             for name in &host.server_names {
-                let index = match name.strip_prefix("*.") {
-                    Some(_) => &mut wildcard,
-                    None => &mut exact,
-                };
-                let key = name.strip_prefix("*.").unwrap_or(name).to_string();
-                index.entry(key).or_insert(i);
+                names.insert(name, i);
             }
         }
-        Ok(PolicySet {
-            default,
-            hosts,
-            exact,
-            wildcard,
-        })
+        Ok(PolicySet { default, hosts, names })
     }
 
     /// A set with only a default policy.
@@ -74,8 +97,7 @@ impl PolicySet {
         PolicySet {
             default: Arc::new(policy),
             hosts: Vec::new(),
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            names: NameIndex::default(),
         }
     }
 
@@ -115,20 +137,6 @@ impl PolicySet {
         if self.hosts.is_empty() {
             return PolicyId::Default;
         }
-        let name = name.strip_suffix('.').unwrap_or(name);
-        let name: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(name.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(name)
-        };
-        if let Some(&i) = self.exact.get(name.as_ref()) {
-            return PolicyId::Host(i);
-        }
-        if let Some((_, parent)) = name.split_once('.') {
-            if let Some(&i) = self.wildcard.get(parent) {
-                return PolicyId::Host(i);
-            }
-        }
-        PolicyId::Default
+        self.names.lookup(name).map_or(PolicyId::Default, PolicyId::Host)
     }
 }

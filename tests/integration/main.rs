@@ -10,5 +10,7 @@ mod lifecycle;
 mod loadtest;
 mod operations;
 mod policy;
+mod properties;
 mod responses;
+mod robustness;
 mod streaming;
