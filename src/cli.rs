@@ -37,6 +37,11 @@ pub enum Command {
     },
     /// TLS handshake load generator (mTLS).
     Loadtest(LoadtestArgs),
+    /// The Cloudflare side of Authenticated Origin Pulls, through its API.
+    Cloudflare {
+        #[command(subcommand)]
+        command: CloudflareCommand,
+    },
     /// Certificate helpers.
     Pki {
         #[command(subcommand)]
@@ -55,6 +60,139 @@ pub enum PkiCommand {
         #[arg(long, default_value_t = 825)]
         days: i64,
     },
+    /// Make your own CA for zone-level / per-hostname Authenticated Origin Pulls.
+    CustomCa {
+        /// Output directory for ca.pem and ca.key (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "rsa4096")]
+        key_type: crate::pki::KeyType,
+        #[arg(long, default_value = "originguard origin-pull CA")]
+        common_name: String,
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issue a client certificate directly from a CA made by `pki custom-ca` (to upload to
+    /// Cloudflare).
+    Client {
+        /// Directory holding ca.pem and ca.key.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Output directory for client.pem and client.key.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "p256")]
+        key_type: crate::pki::KeyType,
+        #[arg(long, default_value = "cloudflare-origin-pull")]
+        common_name: String,
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+    },
+}
+
+/// `originguard cloudflare ...`
+#[derive(Debug, Subcommand)]
+pub enum CloudflareCommand {
+    /// Show the zone's Authenticated Origin Pulls settings and certificates.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Also show this hostname's per-hostname association (repeatable).
+        #[arg(long)]
+        hostname: Vec<String>,
+    },
+    /// Turn a level on: upload (and wait until active) where needed, after checking that the
+    /// local config accepts the certificate Cloudflare will present.
+    Enable {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        level: LevelArgs,
+        #[command(flatten)]
+        host_cert: HostCertArgs,
+        #[command(flatten)]
+        guard: GuardArgs,
+    },
+    /// Turn a level off.
+    Disable {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        level: LevelArgs,
+    },
+    /// Replace the certificate Cloudflare presents: upload, wait until active, switch, delete the
+    /// old one.
+    Rotate {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// Rotate this hostname's per-hostname certificate (default: the zone-level one).
+        #[arg(long)]
+        hostname: Option<String>,
+        #[command(flatten)]
+        guard: GuardArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// Zone ID.
+    #[arg(long)]
+    pub zone: String,
+    /// API base URL (for tests and proxies). The token comes from CLOUDFLARE_API_TOKEN.
+    #[arg(long, default_value = crate::cloudflare::api::DEFAULT_BASE)]
+    pub api_base: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the requests that would change something instead of sending them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Longest wait for an uploaded certificate to become active.
+    #[arg(long, default_value = "300s")]
+    pub wait: String,
+    /// Pause between status checks while waiting.
+    #[arg(long, default_value = "2s")]
+    pub poll_interval: String,
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct LevelArgs {
+    /// Global AOP: Cloudflare's shared certificate.
+    #[arg(long)]
+    pub global: bool,
+    /// Zone-level AOP with your certificate and key (for `disable`: give no files, use --zone-level).
+    #[arg(long, num_args = 2, value_names = ["CERT", "KEY"])]
+    pub zone_cert: Option<Vec<PathBuf>>,
+    /// Zone-level AOP (for `disable`).
+    #[arg(long)]
+    pub zone_level: bool,
+    /// Per-hostname AOP for this hostname (with --cert/--key for `enable`).
+    #[arg(long)]
+    pub hostname: Option<String>,
+}
+
+/// The certificate and key for per-hostname `enable`.
+#[derive(Debug, clap::Args)]
+pub struct HostCertArgs {
+    #[arg(long, requires = "hostname")]
+    pub cert: Option<PathBuf>,
+    #[arg(long, requires = "hostname")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GuardArgs {
+    /// The local config that must accept the certificate Cloudflare will present.
+    #[arg(long, default_value = "config/originguard.toml")]
+    pub config: PathBuf,
+    /// Skip the lock-out check.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]

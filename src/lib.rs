@@ -22,6 +22,7 @@ pub mod admin;
 pub mod app;
 pub mod check;
 pub mod cli;
+pub mod cloudflare;
 pub mod config;
 pub mod demo;
 pub mod loadgen;

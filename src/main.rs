@@ -4,10 +4,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use originguard::cli::{Cli, Command, PkiCommand};
+use originguard::cli::{ApiArgs, Cli, CloudflareCommand, Command, HostCertArgs, LevelArgs, PkiCommand};
 use originguard::config::ConfigError;
 use originguard::tls::load::LoadError;
-use originguard::{app, check, config, demo, loadgen, pki, signal};
+use originguard::{app, check, cloudflare, config, demo, loadgen, pki, signal};
 
 /// EX_CONFIG from sysexits.h.
 const EXIT_CONFIG: u8 = 78;
@@ -78,6 +78,45 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Cloudflare { command } => runtime()?.block_on(cloudflare_command(command)),
+        Command::Pki {
+            command:
+                PkiCommand::CustomCa {
+                    out,
+                    key_type,
+                    common_name,
+                    days,
+                },
+        } => {
+            let ca = pki::write_custom_ca(&out, key_type, &common_name, days)?;
+            let ca = std::fs::canonicalize(&ca).unwrap_or(ca);
+            println!("wrote {} and {}", ca.display(), out.join("ca.key").display());
+            println!("keep ca.key offline; trust the CA in originguard's [client_auth] (or a [hosts.client_auth]):");
+            println!("trust = [\"{}\"]", ca.display());
+            Ok(())
+        }
+        Command::Pki {
+            command:
+                PkiCommand::Client {
+                    ca,
+                    out,
+                    key_type,
+                    common_name,
+                    days,
+                },
+        } => {
+            pki::write_client(&ca, &out, key_type, &common_name, days)?;
+            let ca_pem = std::fs::canonicalize(ca.join("ca.pem")).unwrap_or_else(|_| ca.join("ca.pem"));
+            println!(
+                "wrote {} and {}",
+                out.join("client.pem").display(),
+                out.join("client.key").display()
+            );
+            println!("upload them to Cloudflare (originguard cloudflare enable --zone-cert ... or --hostname ...);");
+            println!("originguard must trust their CA first:");
+            println!("trust = [\"{}\"]", ca_pem.display());
+            Ok(())
+        }
         Command::Pki {
             command: PkiCommand::Dev { out, days },
         } => {
@@ -87,6 +126,71 @@ fn run(command: Command) -> anyhow::Result<()> {
                 println!("  {}", out.join(file).display());
             }
             Ok(())
+        }
+    }
+}
+
+async fn cloudflare_command(command: CloudflareCommand) -> anyhow::Result<()> {
+    let session = |api: &ApiArgs| -> anyhow::Result<cloudflare::Session> {
+        let duration =
+            |flag: &str, value: &str| config::parse_duration(value).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+        Ok(cloudflare::Session {
+            api: cloudflare::Api::new(&api.api_base, std::env::var("CLOUDFLARE_API_TOKEN").ok(), api.dry_run)?,
+            zone: api.zone.clone(),
+            json: api.json,
+            wait: duration("wait", &api.wait)?,
+            poll_interval: duration("poll-interval", &api.poll_interval)?,
+        })
+    };
+    let level = |l: &LevelArgs, c: Option<&HostCertArgs>| -> anyhow::Result<cloudflare::Level> {
+        let pair = |cert: &Option<std::path::PathBuf>, key: &Option<std::path::PathBuf>| match (cert, key) {
+            (Some(c), Some(k)) => Ok(Some((c.clone(), k.clone()))),
+            (None, None) => Ok(None),
+            _ => Err(anyhow::anyhow!("--cert and --key go together")),
+        };
+        Ok(match (&l.zone_cert, &l.hostname) {
+            _ if l.global => cloudflare::Level::Global,
+            (Some(files), _) => cloudflare::Level::Zone(Some((files[0].clone(), files[1].clone()))),
+            (None, Some(hostname)) => match c {
+                Some(c) => cloudflare::Level::Hostname(hostname.clone(), pair(&c.cert, &c.key)?),
+                None => cloudflare::Level::Hostname(hostname.clone(), None),
+            },
+            (None, None) => cloudflare::Level::Zone(None),
+        })
+    };
+    match command {
+        CloudflareCommand::Status { api, hostname } => cloudflare::status(&session(&api)?, &hostname).await,
+        CloudflareCommand::Enable {
+            api,
+            level: l,
+            host_cert,
+            guard,
+        } => {
+            cloudflare::enable(
+                &session(&api)?,
+                &level(&l, Some(&host_cert))?,
+                &guard.config,
+                guard.force,
+            )
+            .await
+        }
+        CloudflareCommand::Disable { api, level: l } => cloudflare::disable(&session(&api)?, &level(&l, None)?).await,
+        CloudflareCommand::Rotate {
+            api,
+            cert,
+            key,
+            hostname,
+            guard,
+        } => {
+            cloudflare::rotate(
+                &session(&api)?,
+                hostname.as_deref(),
+                &cert,
+                &key,
+                &guard.config,
+                guard.force,
+            )
+            .await
         }
     }
 }

@@ -1,8 +1,12 @@
-//! `originguard pki dev`: a throwaway development PKI. Never for production.
+//! Certificate helpers.
 //!
-//! One CA (ECDSA P-256, `CA:TRUE, pathlen:0`), a server certificate for `localhost`,
-//! `127.0.0.1` and `::1`, and a client certificate issued directly by the CA (depth 1, as
-//! Cloudflare's own leaf is). Keys are written mode 0600.
+//! - `pki dev`: a throwaway development PKI, never for production. One CA (ECDSA P-256,
+//!   `CA:TRUE, pathlen:0`), a server certificate for `localhost`, `127.0.0.1` and `::1`, and a
+//!   client certificate issued directly by the CA (depth 1, as Cloudflare's own leaf is).
+//! - `pki custom-ca` / `pki client`: the customer CA for zone-level and per-hostname AOP and a
+//!   client leaf issued directly by it, as Cloudflare's recipe makes them with openssl.
+//!
+//! Keys are written mode 0600.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,6 +73,85 @@ pub fn write_dev(dir: &Path, valid_days: i64) -> anyhow::Result<()> {
     write(dir, "server.key", &server_key, true)?;
     write(dir, "client.pem", &client_pem, false)?;
     write(dir, "client.key", &client_key, true)?;
+    Ok(())
+}
+
+/// Key algorithms for `pki custom-ca` and `pki client`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyType {
+    Rsa4096,
+    Rsa2048,
+    P256,
+}
+
+impl KeyType {
+    fn generate(self) -> anyhow::Result<KeyPair> {
+        Ok(match self {
+            KeyType::Rsa4096 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096)?,
+            KeyType::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?,
+            KeyType::P256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
+        })
+    }
+}
+
+/// Writes `ca.pem` and `ca.key`: a CA for Authenticated Origin Pulls client certificates
+/// (`CA:TRUE, pathlen:0`, keyCertSign + cRLSign). Returns the path of `ca.pem`.
+pub fn write_custom_ca(dir: &Path, key_type: KeyType, common_name: &str, valid_days: i64) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    for file in ["ca.pem", "ca.key"] {
+        if dir.join(file).exists() {
+            anyhow::bail!(
+                "{}: already exists; refusing to overwrite a CA",
+                dir.join(file).display()
+            );
+        }
+    }
+    let not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+    let key = key_type.generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = not_before;
+    params.not_after = not_before + Duration::days(valid_days);
+    let cert = params.self_signed(&key)?;
+    let path = write(dir, "ca.pem", &cert.pem(), false)?;
+    write(dir, "ca.key", &key.serialize_pem(), true)?;
+    Ok(path)
+}
+
+/// Writes `client.pem` and `client.key` into `out`: a leaf issued directly by the CA in `ca_dir`
+/// (`ca.pem`, `ca.key`), EKU clientAuth — what Cloudflare presents for zone-level or
+/// per-hostname AOP once uploaded.
+pub fn write_client(
+    ca_dir: &Path,
+    out: &Path,
+    key_type: KeyType,
+    common_name: &str,
+    valid_days: i64,
+) -> anyhow::Result<()> {
+    let ca_pem = std::fs::read_to_string(ca_dir.join("ca.pem"))
+        .with_context(|| format!("{}: cannot read", ca_dir.join("ca.pem").display()))?;
+    let ca_key = std::fs::read_to_string(ca_dir.join("ca.key"))
+        .with_context(|| format!("{}: cannot read", ca_dir.join("ca.key").display()))?;
+    let ca_key =
+        KeyPair::from_pem(&ca_key).with_context(|| format!("{}: invalid key", ca_dir.join("ca.key").display()))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
+        .with_context(|| format!("{}: invalid CA certificate", ca_dir.join("ca.pem").display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create directory", out.display()))?;
+    let not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+    let key = key_type.generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = not_before;
+    params.not_after = not_before + Duration::days(valid_days);
+    let cert = params.signed_by(&key, &issuer)?;
+    write(out, "client.pem", &cert.pem(), false)?;
+    write(out, "client.key", &key.serialize_pem(), true)?;
     Ok(())
 }
 

@@ -38,6 +38,9 @@ pub struct Policy {
     pub crl_files: Vec<PathBuf>,
     pub verify_depth: u8,
     pub allow: AllowLists,
+    /// The policy's client-certificate verifier (also inside `server_config`), for checks such
+    /// as "would this policy accept that certificate?".
+    pub verifier: Arc<ClientVerifier>,
 }
 
 /// Where a policy's settings live in the config file, for error messages.
@@ -107,31 +110,37 @@ impl Policy {
             }
         }
 
-        let verifier = ClientVerifier::new(
+        let verifier = Arc::new(ClientVerifier::new(
             &cas,
             auth.verify_depth,
             revocations,
             auth.allow.clone(),
             auth.verify_cache,
             algorithms,
-        );
-        let server_config = server::build(&config.tls, config.listener.http2, verifier, server_chain.clone(), key)
-            .map_err(|e| match e {
-                rustls::Error::InconsistentKeys(_) => ConfigError::new(
-                    file,
-                    keys.private_key.clone(),
-                    format!(
-                        "{}: does not match the certificate in {}",
-                        private_key.display(),
-                        certificate.display()
-                    ),
+        ));
+        let server_config = server::build(
+            &config.tls,
+            config.listener.http2,
+            verifier.clone(),
+            server_chain.clone(),
+            key,
+        )
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => ConfigError::new(
+                file,
+                keys.private_key.clone(),
+                format!(
+                    "{}: does not match the certificate in {}",
+                    private_key.display(),
+                    certificate.display()
                 ),
-                e => ConfigError::new(
-                    file,
-                    keys.certificate.clone(),
-                    format!("{}: {e}", certificate.display()),
-                ),
-            })?;
+            ),
+            e => ConfigError::new(
+                file,
+                keys.certificate.clone(),
+                format!("{}: {e}", certificate.display()),
+            ),
+        })?;
 
         Ok(Policy {
             name: keys.name.clone(),
@@ -142,6 +151,7 @@ impl Policy {
             crl_files: auth.crl.clone(),
             verify_depth: auth.verify_depth,
             allow: auth.allow.clone(),
+            verifier,
         })
     }
 }

@@ -32,7 +32,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub fn build(
     tls: &TlsConfig,
     http2: bool,
-    verifier: ClientVerifier,
+    verifier: Arc<ClientVerifier>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
@@ -42,7 +42,7 @@ pub fn build(
     };
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)?
-        .with_client_cert_verifier(Arc::new(verifier))
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
 
     config.alpn_protocols = if http2 {

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod cloudflare;
 mod handshake;
 mod headers;
 mod lifecycle;
