@@ -80,7 +80,11 @@ async fn route(
             text(StatusCode::FORBIDDEN, "reload is allowed from loopback only\n".into())
         }
         (&Method::POST, "/reload") => match tokio::task::spawn_blocking(move || reloader.reload()).await {
-            Ok(Ok(())) => text(StatusCode::OK, "reloaded\n".into()),
+            Ok(Ok(fixed)) if fixed.is_empty() => text(StatusCode::OK, "reloaded\n".into()),
+            Ok(Ok(fixed)) => text(
+                StatusCode::OK,
+                format!("reloaded; not applied until restart: {}\n", fixed.join(", ")),
+            ),
             Ok(Err(error)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {error}\n")),
             Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "reload failed\n".into()),
         },

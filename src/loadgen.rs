@@ -67,6 +67,29 @@ pub struct Options {
     pub progress: bool,
 }
 
+impl Options {
+    /// A run of `--handshakes`-style defaults: one worker, 10 s, full handshakes, one request per
+    /// connection, no server verification.
+    pub fn new(target: impl Into<String>, cert: PathBuf, key: PathBuf) -> Options {
+        Options {
+            target: target.into(),
+            server_name: None,
+            ca: None,
+            cert,
+            key,
+            connections: 1,
+            duration: Duration::from_secs(10),
+            handshakes: None,
+            resume: false,
+            requests_per_connection: 1,
+            path: "/".into(),
+            post_quantum: false,
+            hold: false,
+            progress: false,
+        }
+    }
+}
+
 /// The outcome of a run (`--json` prints it as is).
 #[derive(Debug, Serialize)]
 pub struct Report {

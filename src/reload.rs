@@ -39,9 +39,9 @@ impl Reloader {
         }
     }
 
-    /// Reads, validates and swaps in the config. Blocking (file IO): call from a blocking
-    /// context.
-    pub fn reload(&self) -> Result<(), ConfigError> {
+    /// Reads, validates and swaps in the config; returns the changed settings that need a
+    /// restart (reported, not applied). Blocking (file IO): call from a blocking context.
+    pub fn reload(&self) -> Result<Vec<&'static str>, ConfigError> {
         let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let built = Config::load(&self.path).and_then(|config| PolicySet::build(&config).map(|p| (config, p)));
         let (config, policies) = match built {
@@ -52,7 +52,8 @@ impl Reloader {
                 return Err(error);
             }
         };
-        for change in self.fixed_changes(&config) {
+        let fixed = self.fixed_changes(&config);
+        for change in &fixed {
             warn!("reload: {change} cannot change while running; restart to apply it");
         }
         for warning in check::warnings(&policies, OffsetDateTime::now_utc()) {
@@ -63,7 +64,7 @@ impl Reloader {
         self.live.current.store(Arc::new(Proxy::new(&config, policies)));
         self.live.metrics.reload(true);
         info!(path = %self.path.display(), hosts, "reloaded");
-        Ok(())
+        Ok(fixed)
     }
 
     fn fixed_changes(&self, new: &Config) -> Vec<&'static str> {

@@ -65,7 +65,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
         status: 0,
         upstream: None,
         bytes_in: Arc::new(AtomicU64::new(0)),
-        bytes_out: 0,
+        bytes_out: Arc::new(AtomicU64::new(0)),
         in_flight: conn.activity.begin(),
         conn: conn.clone(),
     };
@@ -77,9 +77,10 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
     } else {
         let client_upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let request = request.map(|body| {
-            Counted {
+            Metered {
                 inner: body,
-                count: log.bytes_in.clone(),
+                bytes: log.bytes_in.clone(),
+                _attached: (),
             }
             .boxed()
         });
@@ -92,7 +93,15 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
     match result {
         Ok(response) => {
             log.status = response.status().as_u16();
-            response.map(|body| Tracked { inner: body, log }.boxed())
+            let bytes = log.bytes_out.clone();
+            response.map(|body| {
+                Metered {
+                    inner: body,
+                    bytes,
+                    _attached: log,
+                }
+                .boxed()
+            })
         }
         Err(error) => {
             match &error {
@@ -365,7 +374,7 @@ struct RequestLog {
     status: u16,
     upstream: Option<Duration>,
     bytes_in: Arc<AtomicU64>,
-    bytes_out: u64,
+    bytes_out: Arc<AtomicU64>,
     in_flight: InFlight,
 }
 
@@ -385,7 +394,7 @@ impl Drop for RequestLog {
                 path = %self.path,
                 status = self.status,
                 bytes_in = self.bytes_in.load(Ordering::Relaxed),
-                bytes_out = self.bytes_out,
+                bytes_out = self.bytes_out.load(Ordering::Relaxed),
                 duration_ms = elapsed.as_secs_f64() * 1e3,
                 upstream_ms = self.upstream.map_or(0.0, |d| d.as_secs_f64() * 1e3),
                 subject = %conn.identity.subject,
@@ -395,13 +404,19 @@ impl Drop for RequestLog {
     }
 }
 
-/// A response body that carries its request's log until it is done or dropped.
-struct Tracked {
-    inner: ProxyBody,
-    log: RequestLog,
+/// A body that counts the data bytes it yields into `bytes`, and keeps `_attached` alive until
+/// it is done or dropped (the request's log, for responses).
+struct Metered<B, A> {
+    inner: B,
+    bytes: Arc<AtomicU64>,
+    _attached: A,
 }
 
-impl Body for Tracked {
+impl<B, A> Body for Metered<B, A>
+where
+    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    A: Unpin,
+{
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -409,36 +424,7 @@ impl Body for Tracked {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
-                self.log.bytes_out += data.len() as u64;
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A request body that counts the bytes it yields.
-struct Counted {
-    inner: Incoming,
-    count: Arc<AtomicU64>,
-}
-
-impl Body for Counted {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
         }
         polled

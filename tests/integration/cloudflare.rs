@@ -702,14 +702,20 @@ async fn https_api_bases_are_verified_against_mozillas_roots() {
     let proxy = spawn_proxy(fx.config(&backend.url())).await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_originguard"))
         .args(["cloudflare", "status", "--zone", ZONE])
-        .args(["--api-base", &format!("https://localhost:{}/client/v4", proxy.addr.port())])
+        .args([
+            "--api-base",
+            &format!("https://localhost:{}/client/v4", proxy.addr.port()),
+        ])
         .env("CLOUDFLARE_API_TOKEN", TOKEN)
         .output()
         .await
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid peer certificate") || err.contains("UnknownIssuer"), "{err}");
+    assert!(
+        err.contains("invalid peer certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
     assert_eq!(backend.count(), 0);
     proxy.stop().await;
 }

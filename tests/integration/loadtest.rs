@@ -9,20 +9,12 @@ use crate::support::*;
 
 fn options(fx: &Fixture, addr: std::net::SocketAddr, cert: &str, key: &str) -> Options {
     Options {
-        target: addr.to_string(),
         server_name: Some("localhost".into()),
         ca: Some(fx.path("server-ca.pem")),
-        cert: fx.path(cert),
-        key: fx.path(key),
         connections: 2,
         duration: Duration::from_secs(30),
         handshakes: Some(20),
-        resume: false,
-        requests_per_connection: 1,
-        path: "/".into(),
-        post_quantum: false,
-        hold: false,
-        progress: false,
+        ..Options::new(addr.to_string(), fx.path(cert), fx.path(key))
     }
 }
 

@@ -222,6 +222,17 @@ async fn a_broken_file_on_reload_keeps_the_old_state_and_is_counted() {
     assert_eq!(proxy.metric("originguard_reloads_total{result=\"ok\"}").await, 0.0);
     // The running policy still admits the old client.
     assert_eq!(refusal(proxy.addr, fx.client_config(Some(&fx.client))).await, None);
+    // A setting that cannot change live is reported, the rest applied.
+    fx.write("client-ca.pem", &fx.client_ca.pem);
+    fx.set_in_config("address = \"127.0.0.1:0\"\n[tls]", "address = \"127.0.0.1:1\"\n[tls]");
+    let (status, body) = proxy.admin("POST", "/reload").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("not applied until restart: listener.address"), "{body}");
+    assert_eq!(
+        refusal(proxy.addr, fx.client_config(Some(&fx.client))).await,
+        None,
+        "still on the old address"
+    );
     // A syntax error in the config file itself: same.
     fx.write("originguard.toml", "[listener\n");
     let (status, _) = proxy.admin("POST", "/reload").await;

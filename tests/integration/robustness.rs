@@ -244,20 +244,11 @@ async fn churn_of_20000_handshakes_leaks_no_memory_descriptors_or_tasks() {
     fx.write("bad.pem", &stranger.pem);
     fx.write("bad.key", &stranger.key_pem);
     let run = |cert: &str, key: &str, n: u64| originguard::loadgen::Options {
-        target: served.addr.to_string(),
         server_name: Some("localhost".into()),
-        ca: None,
-        cert: fx.path(cert),
-        key: fx.path(key),
         connections: 4,
         duration: Duration::from_secs(300),
         handshakes: Some(n),
-        resume: false,
-        requests_per_connection: 1,
-        path: "/".into(),
-        post_quantum: false,
-        hold: false,
-        progress: false,
+        ..originguard::loadgen::Options::new(served.addr.to_string(), fx.path(cert), fx.path(key))
     };
     // Warm up allocator, pools and caches before taking the baseline.
     originguard::loadgen::run(run("good.pem", "good.key", 500))
