@@ -38,6 +38,8 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 pub struct Connection {
     pub proxy: Arc<Proxy>,
     pub peer: IpAddr,
+    /// `peer` as a header value, formatted once per connection.
+    pub peer_header: HeaderValue,
     /// The policy the connection's SNI selected; every request must belong to it.
     pub policy: PolicyId,
     pub sni: Option<String>,
@@ -147,7 +149,7 @@ async fn forward(
     request: Request<ProxyBody>,
     conn: &Connection,
     client_upgrade: Option<OnUpgrade>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Response<Incoming>, ProxyError> {
     let proxy = &conn.proxy;
     let (mut parts, body) = request.into_parts();
 
@@ -176,7 +178,7 @@ async fn forward(
         headers.entry(header::HOST).or_insert_with(|| host.clone());
     }
     if proxy.headers.x_forwarded {
-        append_forwarded_for(headers, conn.peer);
+        append_forwarded_for(headers, &conn.peer_header);
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
         match &host {
             Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
@@ -227,7 +229,7 @@ async fn forward(
         }
         _ => remove_hop_by_hop(response.headers_mut()),
     }
-    Ok(response.map(BodyExt::boxed))
+    Ok(response)
 }
 
 /// Request smuggling guard (RFC 9112 §6.3): hyper decodes `Transfer-Encoding: chunked` and
@@ -295,16 +297,19 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// `x-forwarded-for`: the incoming values (all of them, in order) + `, ` + the peer IP.
-fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    let peer = peer.to_string();
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
+        return;
+    }
     let mut value = Vec::new();
     for existing in headers.get_all(&X_FORWARDED_FOR) {
         value.extend_from_slice(existing.as_bytes());
         value.extend_from_slice(b", ");
     }
     value.extend_from_slice(peer.as_bytes());
-    let value = HeaderValue::from_bytes(&value)
-        .unwrap_or_else(|_| HeaderValue::from_str(&peer).expect("an IP address is a valid header value"));
+    // Joined valid values stay valid; should that ever fail, the peer alone is still true.
+    let value = HeaderValue::from_bytes(&value).unwrap_or_else(|_| peer.clone());
     headers.insert(X_FORWARDED_FOR.clone(), value);
 }
 
@@ -463,7 +468,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
-        append_forwarded_for(&mut h, "::1".parse().expect("ip"));
+        append_forwarded_for(&mut h, &HeaderValue::from_static("::1"));
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, ::1");
     }

@@ -243,6 +243,8 @@ async fn connection(
     let conn = Arc::new(Connection {
         proxy: proxy.clone(),
         peer: peer.ip(),
+        peer_header: http::HeaderValue::from_str(&peer.ip().to_string())
+            .expect("an IP address is a valid header value"),
         policy,
         sni,
         identity,
