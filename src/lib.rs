@@ -1,22 +1,28 @@
 //! originguard: the origin side of Cloudflare Authenticated Origin Pulls.
 //!
 //! ```text
-//!  client (Cloudflare) ──TLS──▶ proxy::serve ──▶ tls (verify.rs: CA, depth, CRL)
-//!                                   │                 │ verified leaf
-//!                                   ▼                 ▼
-//!                          hyper (h1 / h2) ──▶ proxy::forward (strip spoofable headers,
-//!                                                add identity + X-Forwarded-*)
-//!                                                     │
-//!                                                     ▼
-//!                                             proxy::upstream (pooled, TCP or Unix)
+//!  client (Cloudflare) ──TCP──▶ proxy::serve ── net (allow_peers gate)
+//!                                   │
+//!                                   ▼ ClientHello: SNI ──▶ tls::select (policy per [[hosts]])
+//!                               TLS handshake ──▶ tls::verify (CA, depth, CRL, allow-lists,
+//!                                   │                          verified-chain cache)
+//!                                   ▼ verified leaf ──▶ tls::identity (XFCC / RFC 9440 values)
+//!                          hyper (h1 / h2) ──▶ proxy::forward (421 guard, framing guard,
+//!                                   │                strip spoofable and hop-by-hop headers,
+//!                                   │                add identity + X-Forwarded-*)
+//!                                   ▼
+//!                          proxy::upstream (pooled; HTTP/1.1 or h2c; TCP or Unix socket)
 //! ```
 //!
 //! A client without an acceptable certificate never completes the TLS handshake, so nothing
 //! unverified reaches the backend.
 //!
-//! Modules: [`config`] (TOML to validated config), [`tls`] (certificates, verifier, identity),
-//! [`proxy`] (accept loop, forwarding, upstream, error responses), [`app`] (wiring and
-//! logging), [`check`] (policy report and warnings), [`signal`], [`pki`] and [`demo`].
+//! Modules: [`config`] (TOML to validated config), [`tls`] (certificates, verifier, policy
+//! selection, identity), [`proxy`] (accept loop, forwarding, upstream, the one error-to-status
+//! map), [`app`] (wiring and logging), [`reload`] (build-validate-swap), [`admin`] and
+//! [`metrics`] (endpoints and metric names), [`check`] (policy report and warnings), [`net`]
+//! (peer gate), [`loadgen`] (`loadtest`), [`cloudflare`] (the API side of AOP), [`pki`],
+//! [`demo`], [`signal`], [`cli`].
 
 pub mod admin;
 pub mod app;
