@@ -72,7 +72,9 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
         conn: conn.clone(),
     };
 
-    let result = if misdirected(&conn, log.host.as_deref()) {
+    // A Host that is not plain text cannot be shown to belong to this connection's policy.
+    let unreadable_host = request.headers().get(header::HOST).is_some_and(|h| h.to_str().is_err());
+    let result = if misdirected(&conn, log.host.as_deref()) || (unreadable_host && conn.proxy.policies.has_hosts()) {
         Err(ProxyError::Misdirected)
     } else if ambiguous_framing(request.headers()) {
         Err(ProxyError::BadFraming)

@@ -233,6 +233,26 @@ async fn host_from_another_policy_gets_421_on_http1_and_nothing_is_forwarded() {
     assert_eq!(status, 200);
     assert_eq!(backend.count(), 2, "a misdirected request was forwarded");
 
+    // A Host header that is not plain text cannot be matched to any policy: refused.
+    let tls = tls_connect_as(proxy.addr, "a.example", h.client(&a))
+        .await
+        .expect("handshake");
+    let mut raw = tls;
+    tokio::io::AsyncWriteExt::write_all(
+        &mut raw,
+        b"GET / HTTP/1.1\r\nhost: a.example\xff\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.starts_with("HTTP/1.1 421") || reply.starts_with("HTTP/1.1 400"),
+        "{reply}"
+    );
+    assert_eq!(backend.count(), 2);
+
     // And the reverse: a connection verified under the default policy cannot reach A's host.
     let (status, _, _) = request(proxy.addr, h.client(&h.fx.client), to("a.example")).await;
     assert_eq!(status, 421);
