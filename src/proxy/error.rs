@@ -1,6 +1,6 @@
 //! The one place that turns a failure into the response the proxy makes itself.
 //!
-//! Statuses (INTERFACE.md): 400 a request whose framing a backend could read differently
+//! Statuses (INTERFACE.md, plus 501 for CONNECT other than an HTTP/2 WebSocket): 400 a request whose framing a backend could read differently
 //! (Transfer-Encoding other than `chunked`, or together with Content-Length: RFC 9112 §6.3);
 //! 421 the request's host selects another `[[hosts]]` policy than the
 //! connection's SNI did; 502 upstream refused/reset/unreachable, 504 no response head within
@@ -27,6 +27,8 @@ pub enum ProxyError {
     BadFraming,
     #[error("the client's request body failed")]
     ClientBody(#[source] hyper_util::client::legacy::Error),
+    #[error("CONNECT (other than an HTTP/2 WebSocket to an HTTP/1.1 upstream) is not supported")]
+    UnsupportedProtocol,
 }
 
 impl ProxyError {
@@ -53,6 +55,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "timeout",
             ProxyError::Misdirected => "misdirected",
             ProxyError::BadFraming | ProxyError::ClientBody(_) => "bad_request",
+            ProxyError::UnsupportedProtocol => "unsupported",
         }
     }
 }
@@ -79,6 +82,10 @@ pub fn rescue(error: &ProxyError) -> Response<ProxyBody> {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             response
         }
+        ProxyError::UnsupportedProtocol => text(
+            StatusCode::NOT_IMPLEMENTED,
+            "501 not implemented: CONNECT is not supported here\n",
+        ),
         ProxyError::Misdirected => text(
             StatusCode::MISDIRECTED_REQUEST,
             "421 misdirected request: this connection is not authorized for that host\n",

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
@@ -56,6 +57,9 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+static SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
+static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
 
 /// Handles one request: forwards it, or answers it via [`rescue`].
 pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Response<ProxyBody> {
@@ -79,7 +83,11 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
     } else if ambiguous_framing(request.headers()) {
         Err(ProxyError::BadFraming)
     } else {
-        let client_upgrade = is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+        let tunnel = match tunnel_kind(&request, &conn) {
+            Ok(Some(kind)) => Some((kind, hyper::upgrade::on(&mut request))),
+            Ok(None) => None,
+            Err(error) => return rescue_logged(error, &conn, log),
+        };
         let request = request.map(|body| {
             Metered {
                 inner: body,
@@ -89,7 +97,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
             .boxed()
         });
         let upstream_started = Instant::now();
-        let result = forward(request, &conn, client_upgrade).await;
+        let result = forward(request, &conn, tunnel).await;
         log.upstream = Some(upstream_started.elapsed());
         result
     };
@@ -107,27 +115,56 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
                 .boxed()
             })
         }
-        Err(error) => {
-            match &error {
-                ProxyError::Misdirected => debug!(
-                    peer = %conn.peer,
-                    sni = conn.sni.as_deref().unwrap_or(""),
-                    host = log.host.as_deref().unwrap_or(""),
-                    "request host belongs to another policy than the connection's SNI: 421"
-                ),
-                ProxyError::BadFraming | ProxyError::ClientBody(_) => {
-                    debug!(peer = %conn.peer, path = %log.path, error = %error_chain(&error), "bad request: 400")
-                }
-                _ => {
-                    conn.metrics.upstream_error(error.kind());
-                    warn!(peer = %conn.peer, method = %log.method, path = %log.path, error = %error_chain(&error), "upstream error");
-                }
-            }
-            let response = rescue(&error);
-            log.status = response.status().as_u16();
-            response
+        Err(error) => rescue_logged(error, &conn, log),
+    }
+}
+
+/// Logs why the proxy answers a request itself, and answers it.
+fn rescue_logged(error: ProxyError, conn: &Connection, mut log: RequestLog) -> Response<ProxyBody> {
+    match &error {
+        ProxyError::Misdirected => debug!(
+            peer = %conn.peer,
+            sni = conn.sni.as_deref().unwrap_or(""),
+            host = log.host.as_deref().unwrap_or(""),
+            "request host belongs to another policy than the connection's SNI: 421"
+        ),
+        ProxyError::BadFraming | ProxyError::ClientBody(_) | ProxyError::UnsupportedProtocol => {
+            debug!(peer = %conn.peer, path = %log.path, error = %error_chain(&error), "bad request")
+        }
+        _ => {
+            conn.metrics.upstream_error(error.kind());
+            warn!(peer = %conn.peer, method = %log.method, path = %log.path, error = %error_chain(&error), "upstream error");
         }
     }
+    let response = rescue(&error);
+    log.status = response.status().as_u16();
+    response
+}
+
+/// How a request asks to leave HTTP: an HTTP/1.1 `Upgrade`, or an HTTP/2 extended CONNECT
+/// (RFC 8441) for a WebSocket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tunnel {
+    Upgrade,
+    H2WebSocket,
+}
+
+fn tunnel_kind<B>(request: &Request<B>, conn: &Connection) -> Result<Option<Tunnel>, ProxyError> {
+    if request.method() == Method::CONNECT {
+        let protocol = request.extensions().get::<hyper::ext::Protocol>();
+        return match protocol {
+            // A plain CONNECT (a forward-proxy tunnel) is not something an origin guard offers.
+            None => Err(ProxyError::UnsupportedProtocol),
+            Some(p)
+                if p.as_str().eq_ignore_ascii_case("websocket")
+                    && conn.proxy.upstream.version() == Version::HTTP_11 =>
+            {
+                Ok(Some(Tunnel::H2WebSocket))
+            }
+            Some(_) => Err(ProxyError::UnsupportedProtocol),
+        };
+    }
+    Ok(is_upgrade(request.headers()).then_some(Tunnel::Upgrade))
 }
 
 /// The request's `Host` (HTTP/1.1) or `:authority` (HTTP/2).
@@ -150,7 +187,7 @@ fn misdirected(conn: &Connection, host: Option<&str>) -> bool {
 async fn forward(
     request: Request<ProxyBody>,
     conn: &Connection,
-    client_upgrade: Option<OnUpgrade>,
+    tunnel: Option<(Tunnel, OnUpgrade)>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let proxy = &conn.proxy;
     let (mut parts, body) = request.into_parts();
@@ -164,15 +201,36 @@ async fn forward(
     });
 
     let headers = &mut parts.headers;
-    let upgrade = client_upgrade
-        .as_ref()
-        .and_then(|_| headers.get(header::UPGRADE).cloned());
+    let upgrade = match tunnel.as_ref().map(|(kind, _)| *kind) {
+        Some(Tunnel::Upgrade) => headers.get(header::UPGRADE).cloned(),
+        Some(Tunnel::H2WebSocket) => Some(HeaderValue::from_static("websocket")),
+        None => None,
+    };
     remove_hop_by_hop(headers);
     if let Some(protocol) = upgrade {
-        // An HTTP/1.1 upgrade (WebSocket) is the one hop-by-hop exchange forwarded as such.
+        // An upgrade (WebSocket) is the one hop-by-hop exchange forwarded as such.
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
+    let body = match tunnel.as_ref().map(|(kind, _)| *kind) {
+        Some(Tunnel::H2WebSocket) => {
+            // RFC 8441 -> RFC 6455: the HTTP/1.1 handshake needs a GET with a key; the HTTP/2
+            // stream itself carries the WebSocket frames once both sides switched.
+            parts.method = Method::GET;
+            let mut key = [0u8; 16];
+            aws_lc_rs::rand::fill(&mut key).map_err(|_| ProxyError::UnsupportedProtocol)?;
+            let key = base64::engine::general_purpose::STANDARD.encode(key);
+            headers.insert(
+                SEC_WEBSOCKET_KEY.clone(),
+                HeaderValue::from_str(&key).expect("base64 is a valid header value"),
+            );
+            headers
+                .entry(SEC_WEBSOCKET_VERSION.clone())
+                .or_insert(HeaderValue::from_static("13"));
+            http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+        }
+        _ => body,
+    };
     for name in [&XFCC, &CLIENT_CERT, &CLIENT_CERT_CHAIN] {
         headers.remove(name);
     }
@@ -204,8 +262,8 @@ async fn forward(
         Ok(Ok(response)) => response,
     };
 
-    match client_upgrade {
-        Some(client) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+    match tunnel {
+        Some((kind, client)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let upstream = hyper::upgrade::on(&mut response);
             let peer = conn.peer;
             tokio::spawn(async move {
@@ -222,11 +280,20 @@ async fn forward(
             });
             let upgrade = response.headers().get(header::UPGRADE).cloned();
             remove_hop_by_hop(response.headers_mut());
-            if let Some(protocol) = upgrade {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                response.headers_mut().insert(header::UPGRADE, protocol);
+            match kind {
+                Tunnel::Upgrade => {
+                    if let Some(protocol) = upgrade {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                        response.headers_mut().insert(header::UPGRADE, protocol);
+                    }
+                }
+                Tunnel::H2WebSocket => {
+                    // RFC 8441 §5: the HTTP/2 side accepts with 200 and no accept key.
+                    *response.status_mut() = StatusCode::OK;
+                    response.headers_mut().remove(&SEC_WEBSOCKET_ACCEPT);
+                }
             }
         }
         _ => remove_hop_by_hop(response.headers_mut()),

@@ -74,7 +74,9 @@ impl Proxy {
             .keep_alive(true);
         http.http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX))
+            // RFC 8441: WebSockets over HTTP/2, translated to HTTP/1.1 upgrades upstream.
+            .enable_connect_protocol();
         if !l.http2 {
             http = http.http1_only();
         }

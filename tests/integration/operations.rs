@@ -481,3 +481,46 @@ async fn trailers_pass_through_both_ways() {
     assert_eq!(seen.headers["te"], "trailers");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn websocket_over_http2_extended_connect_reaches_an_http1_backend() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let proxy = spawn_proxy(fx.config(&backend.url())).await;
+    let mut send = h2(&fx, &fx.client, proxy.addr).await;
+    let mut request = Request::connect("https://localhost/ws")
+        .version(http::Version::HTTP_2)
+        .header("sec-websocket-version", "13")
+        .body(empty())
+        .expect("request");
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = send.send_request(request).await.expect("response");
+    assert_eq!(response.status(), 200, "RFC 8441 accepts with 200");
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    let seen = backend.last();
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.uri, "/ws");
+    assert_eq!(seen.headers["upgrade"], "websocket");
+    assert_eq!(seen.headers["sec-websocket-version"], "13");
+    assert_eq!(seen.headers["sec-websocket-key"].len(), 24, "a fresh base64 key");
+    assert!(seen.headers.contains_key("x-forwarded-client-cert"));
+    let mut tunnel = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.expect("upgraded"));
+    for message in [&b"over h2"[..], b"and back"] {
+        tunnel.write_all(message).await.expect("write");
+        let mut buf = vec![0u8; message.len()];
+        tokio::time::timeout(WAIT, tunnel.read_exact(&mut buf))
+            .await
+            .expect("bounded")
+            .expect("echo");
+        assert_eq!(buf, message);
+    }
+    // A plain CONNECT is not a forward proxy's tunnel here.
+    let plain = Request::connect("https://localhost/").body(empty()).expect("request");
+    let response = send.send_request(plain).await.expect("response");
+    assert_eq!(response.status(), 501);
+    // An open tunnel is in-flight work: close it before draining.
+    drop((tunnel, send));
+    proxy.stop().await;
+}
