@@ -289,25 +289,11 @@ async fn twenty_reloads_under_concurrent_requests_lose_nothing() {
     proxy.stop().await;
 }
 
-/// Connects with a shared client config (so sessions resume), sends one request, and returns
-/// whether the handshake resumed, or the alert.
+/// Whether one request's handshake resumed (sessions resume with a shared client config).
 async fn connect_once(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> Result<bool, AlertDescription> {
-    let mut tls = tls_connect(addr, config).await.expect("handshake");
-    let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-    tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+    request_once(addr, "localhost", config)
         .await
-        .expect("write");
-    let mut out = Vec::new();
-    match tokio::time::timeout(WAIT, tls.read_to_end(&mut out))
-        .await
-        .expect("bounded")
-    {
-        Ok(_) => Ok(resumed),
-        Err(e) => match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-            Some(rustls::Error::AlertReceived(alert)) => Err(*alert),
-            _ => panic!("unexpected error {e}"),
-        },
-    }
+        .map(|kind| kind == rustls::HandshakeKind::Resumed)
 }
 
 #[tokio::test]

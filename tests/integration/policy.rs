@@ -9,7 +9,6 @@ use rustls::client::{
 };
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, ClientConfig, HandshakeKind, NamedGroup};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 use originguard::config::{AllowLists, ClientAuthConfig, Config, HostConfig, SessionResumption, TrustSource};
@@ -302,30 +301,14 @@ async fn host_from_another_policy_gets_421_on_a_reused_http2_connection() {
     proxy.stop().await;
 }
 
-/// Sends one request on a connection and returns how the handshake went and what XFCC the
-/// backend received.
+/// [`request_once`], plus the XFCC the backend received.
 async fn one_request(
     addr: std::net::SocketAddr,
     name: &str,
     config: Arc<ClientConfig>,
     backend: &Backend,
 ) -> Result<(HandshakeKind, String), AlertDescription> {
-    let mut tls = match tls_connect_as(addr, name, config).await {
-        Ok(tls) => tls,
-        Err(_) => return Err(AlertDescription::HandshakeFailure),
-    };
-    let kind = tls.get_ref().1.handshake_kind().expect("handshake done");
-    tls.write_all(format!("GET / HTTP/1.1\r\nhost: {name}\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = Vec::new();
-    if let Err(e) = tls.read_to_end(&mut out).await {
-        match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-            Some(rustls::Error::AlertReceived(alert)) => return Err(*alert),
-            _ => panic!("unexpected error: {e}"),
-        }
-    }
-    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    let kind = request_once(addr, name, config).await?;
     let xfcc = backend.last().headers["x-forwarded-client-cert"]
         .to_str()
         .expect("ascii")

@@ -548,6 +548,35 @@ pub fn get(path: &str) -> Request<TestBody> {
         .expect("request")
 }
 
+/// One `connection: close` request on a fresh connection with SNI and Host `name`: how the
+/// handshake went (full or resumed) once the response arrived, or the alert that refused it.
+pub async fn request_once(
+    addr: SocketAddr,
+    name: &str,
+    config: Arc<ClientConfig>,
+) -> Result<rustls::HandshakeKind, AlertDescription> {
+    let mut tls = match tls_connect_as(addr, name, config).await {
+        Ok(tls) => tls,
+        Err(e) => return Err(alert_of(&e)),
+    };
+    let kind = tls.get_ref().1.handshake_kind().expect("handshake done");
+    tls.write_all(format!("GET / HTTP/1.1\r\nhost: {name}\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    match tokio::time::timeout(WAIT, tls.read_to_end(&mut out))
+        .await
+        .expect("bounded")
+    {
+        Ok(_) => {
+            let head = String::from_utf8_lossy(&out);
+            assert!(head.starts_with("HTTP/1.1 200"), "accepted, but not forwarded: {head}");
+            Ok(kind)
+        }
+        Err(e) => Err(alert_of(&e)),
+    }
+}
+
 /// Writes raw bytes over an mTLS connection and reads until the proxy closes or `WAIT`.
 pub async fn raw_exchange(addr: SocketAddr, config: Arc<ClientConfig>, bytes: &[u8]) -> String {
     let mut tls = tls_connect(addr, config).await.expect("handshake");
