@@ -47,6 +47,9 @@ pub struct Connection {
     pub identity: ClientIdentity,
     pub activity: Arc<Activity>,
     pub metrics: Arc<Metrics>,
+    /// Upgraded tunnels outlive their HTTP connection task; they are tracked here so the
+    /// drain waits for them and `connections_open` counts them.
+    pub tracker: tokio_util::task::TaskTracker,
 }
 
 static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
@@ -266,7 +269,9 @@ async fn forward(
         Some((kind, client)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let upstream = hyper::upgrade::on(&mut response);
             let peer = conn.peer;
-            tokio::spawn(async move {
+            let open = conn.metrics.connection_open();
+            conn.tracker.spawn(async move {
+                let _open = open;
                 match tokio::try_join!(client, upstream) {
                     Ok((client, upstream)) => {
                         let mut client = TokioIo::new(client);

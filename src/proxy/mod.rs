@@ -157,6 +157,7 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
             proxy,
             live.metrics.clone(),
             shutdown.clone(),
+            tracker.clone(),
             permit,
         ));
     }
@@ -178,6 +179,7 @@ async fn connection(
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    tracker: TaskTracker,
     _permit: OwnedSemaphorePermit,
 ) {
     let _open = metrics.connection_open();
@@ -252,6 +254,7 @@ async fn connection(
         identity,
         activity: activity.clone(),
         metrics,
+        tracker,
     });
     let service = service_fn(move |request| {
         let conn = conn.clone();

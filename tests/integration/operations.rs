@@ -350,7 +350,7 @@ async fn after_a_reload_that_revokes_or_untrusts_a_client_its_saved_session_no_l
 async fn websocket_upgrade_passes_through() {
     let fx = Fixture::new();
     let backend = Backend::tcp().await;
-    let proxy = spawn_proxy(fx.config(&backend.url())).await;
+    let proxy = spawn_proxy(fx.write_config(&backend.url(), "", "")).await;
     let mut tls = tls_connect(proxy.addr, fx.client_config(Some(&fx.client)))
         .await
         .expect("handshake");
@@ -390,7 +390,22 @@ async fn websocket_upgrade_passes_through() {
             .expect("echo");
         assert_eq!(buf, message);
     }
-    proxy.stop().await;
+    // The tunnel is a connection: counted, and waited for by the drain.
+    assert_eq!(proxy.metric("originguard_connections_open").await, 1.0);
+    proxy.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!proxy.task.is_finished(), "the drain did not wait for the open tunnel");
+    tls.write_all(b"still there").await.expect("write during drain");
+    let mut buf = [0u8; 11];
+    tokio::time::timeout(WAIT, tls.read_exact(&mut buf))
+        .await
+        .expect("bounded")
+        .expect("echo during drain");
+    drop(tls);
+    tokio::time::timeout(WAIT, proxy.task)
+        .await
+        .expect("drained")
+        .expect("no panic");
 }
 
 #[tokio::test]
@@ -506,7 +521,10 @@ async fn websocket_over_http2_extended_connect_reaches_an_http1_backend() {
     let plain = Request::connect("https://localhost/").body(empty()).expect("request");
     let response = send.send_request(plain).await.expect("response");
     assert_eq!(response.status(), 501);
-    // An open tunnel is in-flight work: close it before draining.
+    // An open tunnel is in-flight work: close it (END_STREAM) before draining.
+    tunnel.shutdown().await.expect("close the tunnel");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tunnel.read_to_end(&mut rest)).await;
     drop((tunnel, send));
     proxy.stop().await;
 }
