@@ -53,10 +53,6 @@ impl Revocations {
         self.lists.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.lists.len()
-    }
-
     /// Whether the certificate with `serial`, issued by the anchor with `issuer_spki`, is revoked.
     pub fn is_revoked(&self, issuer_spki: &[u8], serial: &[u8]) -> bool {
         self.lists

@@ -92,15 +92,6 @@ impl PolicySet {
         Ok(PolicySet { default, hosts, names })
     }
 
-    /// A set with only a default policy.
-    pub fn single(policy: Policy) -> PolicySet {
-        PolicySet {
-            default: Arc::new(policy),
-            hosts: Vec::new(),
-            names: NameIndex::default(),
-        }
-    }
-
     /// Whether there is anything to select between.
     pub fn has_hosts(&self) -> bool {
         !self.hosts.is_empty()
