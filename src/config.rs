@@ -69,6 +69,12 @@ pub struct ListenerConfig {
     pub http2: bool,
     /// Source-address gate; empty = any peer.
     pub allow_peers: Vec<crate::net::IpNet>,
+    /// Every connection is closed gracefully once this old.
+    pub max_connection_age: Duration,
+    /// Connections still in the TLS handshake; beyond it, accepting waits.
+    pub max_handshakes: usize,
+    /// How long in-flight requests and tunnels get to finish when draining.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -191,7 +197,34 @@ impl UpstreamProtocol {
 pub struct HeadersConfig {
     pub client_cert: ClientCertHeaders,
     pub x_forwarded: bool,
+    /// What happens to request header names with `_` that are not spellings of a protected name.
+    pub with_underscores: Underscores,
+    /// Extra names removed from every request, in any spelling (lowercase, `-` form).
+    pub strip: Vec<http::HeaderName>,
 }
+
+/// `headers.with_underscores`: Envoy's `headers_with_underscores_action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Underscores {
+    Allow,
+    Drop,
+    Reject,
+}
+
+/// `headers.strip` by default: the client-certificate headers that nginx, Apache, HAProxy and
+/// Traefik setups pass to backends, so a backend written for one of them never reads a forged one.
+pub const DEFAULT_STRIP: [&str; 10] = [
+    "x-ssl-client-cert",
+    "x-ssl-client-verify",
+    "x-ssl-client-s-dn",
+    "x-ssl-client-i-dn",
+    "x-forwarded-tls-client-cert",
+    "x-forwarded-tls-client-cert-info",
+    "x-client-cert",
+    "x-client-verify",
+    "ssl-client-cert",
+    "ssl-client-verify",
+];
 
 /// Which identity headers the backend receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,6 +341,9 @@ struct RawListener {
     max_header_bytes: i64,
     http2: bool,
     allow_peers: Vec<String>,
+    max_connection_age: String,
+    max_handshakes: i64,
+    drain_timeout: String,
 }
 
 impl Default for RawListener {
@@ -321,6 +357,9 @@ impl Default for RawListener {
             max_header_bytes: 65_536,
             http2: true,
             allow_peers: Vec::new(),
+            max_connection_age: "1h".into(),
+            max_handshakes: 1024,
+            drain_timeout: "30s".into(),
         }
     }
 }
@@ -405,6 +444,8 @@ fn default_max_idle() -> i64 {
 struct RawHeaders {
     client_cert: String,
     x_forwarded: bool,
+    with_underscores: String,
+    strip: Vec<String>,
 }
 
 impl Default for RawHeaders {
@@ -412,6 +453,8 @@ impl Default for RawHeaders {
         RawHeaders {
             client_cert: "xfcc".into(),
             x_forwarded: true,
+            with_underscores: "allow".into(),
+            strip: DEFAULT_STRIP.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -478,6 +521,9 @@ impl RawConfig {
                 .into_iter()
                 .flatten()
                 .collect(),
+            max_connection_age: duration(file, "listener.max_connection_age", &l.max_connection_age)?,
+            max_handshakes: in_range(file, "listener.max_handshakes", l.max_handshakes, 1, 1 << 20)?,
+            drain_timeout: duration(file, "listener.drain_timeout", &l.drain_timeout)?,
         };
 
         let t = self.tls.ok_or_else(|| {
@@ -580,6 +626,32 @@ impl RawConfig {
                 }
             },
             x_forwarded: self.headers.x_forwarded,
+            with_underscores: match self.headers.with_underscores.as_str() {
+                "allow" => Underscores::Allow,
+                "drop" => Underscores::Drop,
+                "reject" => Underscores::Reject,
+                other => {
+                    return Err(err(
+                        "headers.with_underscores",
+                        format!("unsupported value {other:?} (expected \"allow\", \"drop\" or \"reject\")"),
+                    ))
+                }
+            },
+            strip: self
+                .headers
+                .strip
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    // Stored in the `-` spelling: matching folds `_` into `-` anyway.
+                    http::HeaderName::from_bytes(name.replace('_', "-").as_bytes()).map_err(|_| {
+                        err(
+                            &format!("headers.strip[{i}]"),
+                            format!("{name:?} is not a valid header name"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         };
 
         let admin = match self.admin {

@@ -1,6 +1,7 @@
 //! The `originguard` binary: parse arguments, run, map errors to exit statuses
 //! (0 ok, 2 usage, 78 configuration, 1 anything else).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -17,7 +18,8 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("originguard: error: {error:#}");
+            // Not eprintln!: it panics when stderr is gone.
+            let _ = writeln!(std::io::stderr(), "originguard: error: {error:#}");
             if error.downcast_ref::<ConfigError>().is_some() || error.downcast_ref::<LoadError>().is_some() {
                 ExitCode::from(EXIT_CONFIG)
             } else {

@@ -8,10 +8,11 @@
 //! | `originguard_connections_open` | gauge | |
 //! | `originguard_requests_total` | counter | `code` |
 //! | `originguard_request_duration_seconds` | histogram | |
-//! | `originguard_upstream_errors_total` | counter | `kind`: `connect`, `reset`, `timeout` |
+//! | `originguard_upstream_errors_total` | counter | `kind`: `connect`, `reset`, `timeout`, `bad_request`, `misdirected`, `unsupported` |
 //! | `originguard_reloads_total` | counter | `result`: `ok`, `error` |
 //! | `originguard_certificate_not_after_seconds` | gauge | `role`: `server`, `client_ca`; `subject` |
 //! | `originguard_peers_refused_total` | counter | (connections closed by `listener.allow_peers`) |
+//! | `originguard_log_dropped_total` | counter | (log lines that could not be written) |
 //!
 //! Handshake counters are resolved once per reason at startup, so the handshake path increments
 //! an atomic without a map lookup.
@@ -50,7 +51,7 @@ struct CertLabel {
 }
 
 /// Every handshake outcome label, in a fixed order.
-const HANDSHAKE_RESULTS: [Option<Reason>; 12] = [
+const HANDSHAKE_RESULTS: [Option<Reason>; 13] = [
     None,
     Some(Reason::NoCertificate),
     Some(Reason::UnknownIssuer),
@@ -60,6 +61,7 @@ const HANDSHAKE_RESULTS: [Option<Reason>; 12] = [
     Some(Reason::Revoked),
     Some(Reason::NotAllowed),
     Some(Reason::BadSignature),
+    Some(Reason::BadPurpose),
     Some(Reason::Timeout),
     Some(Reason::ProtocolError),
     Some(Reason::Other),
@@ -69,6 +71,10 @@ const HANDSHAKE_RESULTS: [Option<Reason>; 12] = [
 const COMMON_CODES: [u16; 18] = [
     200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 421, 429, 431, 500, 502, 503, 504,
 ];
+
+/// Log lines the process could not write. Process-wide, like the log itself: the writer has no
+/// handle on a `Metrics`.
+pub static LOG_DROPPED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
 
 /// The process's metrics.
 pub struct Metrics {
@@ -170,6 +176,11 @@ impl Metrics {
             "originguard_peers_refused",
             "Connections closed by listener.allow_peers before the TLS handshake",
             peers_refused.clone(),
+        );
+        registry.register(
+            "originguard_log_dropped",
+            "Log lines dropped because writing them failed (stderr closed or full)",
+            LOG_DROPPED.clone(),
         );
         Arc::new(Metrics {
             registry,

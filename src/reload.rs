@@ -61,7 +61,7 @@ impl Reloader {
         }
         self.live.metrics.set_certificates(&policies);
         let hosts = policies.hosts.len();
-        self.live.current.store(Arc::new(Proxy::new(&config, policies)));
+        self.live.publish(Proxy::new(&config, policies));
         self.live.metrics.reload(true);
         info!(path = %self.path.display(), hosts, "reloaded");
         Ok(fixed)

@@ -360,7 +360,7 @@ fn guard(config_path: &Path, force: bool, hostname: Option<&str>, cert: &GuardCe
             GuardCert::File(path) => {
                 let chain = load::certificates(path)?;
                 match policy.verifier.verify(&chain[0], &chain[1..], UnixTime::now()) {
-                    Ok(()) => Ok(()),
+                    Ok(_) => Ok(()),
                     Err((reason, error)) => Err(format!(
                         "{} policy {} would refuse {} (issuer {}): {reason}: {error}. Add the CA that issued it \
                          to client_auth.trust{} and reload originguard first",

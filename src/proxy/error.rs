@@ -1,6 +1,8 @@
 //! The one place that turns a failure into the response the proxy makes itself.
 //!
-//! Statuses (INTERFACE.md, plus 501 for CONNECT other than an HTTP/2 WebSocket): 400 a request whose framing a backend could read differently
+//! Statuses (INTERFACE.md, plus 501 for CONNECT other than an HTTP/2 WebSocket): 400 a missing,
+//! duplicate or malformed host (see `authority`), a header name with `_` under
+//! `headers.with_underscores = "reject"`, or a request whose framing a backend could read differently
 //! (Transfer-Encoding other than `chunked`, or together with Content-Length: RFC 9112 §6.3);
 //! 421 the request's host selects another `[[hosts]]` policy than the
 //! connection's SNI did; 502 upstream refused/reset/unreachable, 504 no response head within
@@ -25,6 +27,10 @@ pub enum ProxyError {
     Misdirected,
     #[error("ambiguous request framing (Transfer-Encoding other than chunked, or with Content-Length)")]
     BadFraming,
+    #[error("bad host")]
+    BadHost(#[source] super::authority::HostError),
+    #[error("header not allowed")]
+    BadHeader(#[source] super::headers::UnderscoreRejected),
     #[error("the client's request body failed")]
     ClientBody(#[source] hyper_util::client::legacy::Error),
     #[error("CONNECT (other than an HTTP/2 WebSocket to an HTTP/1.1 upstream) is not supported")]
@@ -54,7 +60,9 @@ impl ProxyError {
             ProxyError::Upstream(_) => "reset",
             ProxyError::UpstreamTimeout => "timeout",
             ProxyError::Misdirected => "misdirected",
-            ProxyError::BadFraming | ProxyError::ClientBody(_) => "bad_request",
+            ProxyError::BadFraming | ProxyError::BadHost(_) | ProxyError::BadHeader(_) | ProxyError::ClientBody(_) => {
+                "bad_request"
+            }
             ProxyError::UnsupportedProtocol => "unsupported",
         }
     }
@@ -72,6 +80,14 @@ pub fn rescue(error: &ProxyError) -> Response<ProxyBody> {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             response
         }
+        ProxyError::BadHost(_) => closing(text(
+            StatusCode::BAD_REQUEST,
+            "400 bad request: missing, duplicate or malformed host\n",
+        )),
+        ProxyError::BadHeader(_) => closing(text(
+            StatusCode::BAD_REQUEST,
+            "400 bad request: header names with underscores are not accepted\n",
+        )),
         ProxyError::ClientBody(_) => {
             let mut response = text(
                 StatusCode::BAD_REQUEST,
@@ -95,6 +111,14 @@ pub fn rescue(error: &ProxyError) -> Response<ProxyBody> {
             "504 gateway timeout: upstream did not respond in time\n",
         ),
     }
+}
+
+/// A 400 closes the connection: what follows on it was sent by a client we just refused to read.
+fn closing(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {

@@ -10,10 +10,13 @@
 
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -27,7 +30,12 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, info, warn};
 
+use super::activity::{Activity, InFlight};
+use super::authority;
 use super::error::{rescue, ProxyError};
+use super::headers::{
+    CLIENT_CERT, KEEP_ALIVE, PROXY_CONNECTION, XFCC, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+};
 use super::Proxy;
 use crate::metrics::Metrics;
 use crate::tls::{ClientIdentity, PolicyId};
@@ -50,16 +58,12 @@ pub struct Connection {
     /// Upgraded tunnels outlive their HTTP connection task; they are tracked here so the
     /// drain waits for them and `connections_open` counts them.
     pub tracker: tokio_util::task::TaskTracker,
+    /// The connection's `max_connections` permit: a tunnel holds it until it closes.
+    pub permit: Arc<OwnedSemaphorePermit>,
+    /// Cancelled when the drain's time is up: tunnels close then.
+    pub drain_end: CancellationToken,
 }
 
-static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
-static CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
-static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 static SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
 static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
@@ -70,7 +74,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
         started: Instant::now(),
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
-        host: request_host(&request).map(str::to_owned),
+        host: None,
         status: 0,
         upstream: None,
         bytes_in: Arc::new(AtomicU64::new(0)),
@@ -79,11 +83,22 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
         conn: conn.clone(),
     };
 
-    // A Host that is not plain text cannot be shown to belong to this connection's policy.
-    let unreadable_host = request.headers().get(header::HOST).is_some_and(|h| h.to_str().is_err());
-    let result = if misdirected(&conn, log.host.as_deref()) || (unreadable_host && conn.proxy.policies.has_hosts()) {
+    // The host is validated for every request, with or without [[hosts]]: a value a backend
+    // could read as another host never reaches it (see `authority`).
+    let host = match authority::of_request(&request) {
+        Ok(host) => host,
+        Err(error) => return rescue_logged(ProxyError::BadHost(error), &conn, log),
+    };
+    log.host = Some(host.value.to_owned());
+    let misdirected = misdirected(&conn, host.host);
+    let host = match request.headers().get(header::HOST) {
+        Some(value) => value.clone(),
+        None => HeaderValue::from_str(host.value).expect("a validated host is a valid header value"),
+    };
+
+    let result = if misdirected {
         Err(ProxyError::Misdirected)
-    } else if ambiguous_framing(request.headers()) {
+    } else if ambiguous_framing(request.headers(), conn.activity.saw_content_length()) {
         Err(ProxyError::BadFraming)
     } else {
         let tunnel = match tunnel_kind(&request, &conn) {
@@ -95,12 +110,13 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
             Metered {
                 inner: body,
                 bytes: log.bytes_in.clone(),
+                trailers: Some(conn.proxy.clone()),
                 _attached: (),
             }
             .boxed()
         });
         let upstream_started = Instant::now();
-        let result = forward(request, &conn, tunnel).await;
+        let result = forward(request, host, &conn, tunnel).await;
         log.upstream = Some(upstream_started.elapsed());
         result
     };
@@ -113,6 +129,7 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
                 Metered {
                     inner: body,
                     bytes,
+                    trailers: None,
                     _attached: log,
                 }
                 .boxed()
@@ -131,7 +148,11 @@ fn rescue_logged(error: ProxyError, conn: &Connection, mut log: RequestLog) -> R
             host = log.host.as_deref().unwrap_or(""),
             "request host belongs to another policy than the connection's SNI: 421"
         ),
-        ProxyError::BadFraming | ProxyError::ClientBody(_) | ProxyError::UnsupportedProtocol => {
+        ProxyError::BadFraming
+        | ProxyError::BadHost(_)
+        | ProxyError::BadHeader(_)
+        | ProxyError::ClientBody(_)
+        | ProxyError::UnsupportedProtocol => {
             debug!(peer = %conn.peer, path = %log.path, error = %error_chain(&error), "bad request")
         }
         _ => {
@@ -170,40 +191,25 @@ fn tunnel_kind<B>(request: &Request<B>, conn: &Connection) -> Result<Option<Tunn
     Ok(is_upgrade(request.headers()).then_some(Tunnel::Upgrade))
 }
 
-/// The request's `Host` (HTTP/1.1) or `:authority` (HTTP/2).
-fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    match request.headers().get(header::HOST) {
-        Some(host) => host.to_str().ok(),
-        None => request.uri().authority().map(|a| a.as_str()),
-    }
-}
-
 /// Whether the request names a host under a different policy than the one its connection was
 /// verified under (TLS for one host, request for another: Traefik CVE-2019-20894). Checked on
-/// every request, since one HTTP/2 connection carries many. A request without a host cannot
-/// select another policy.
-fn misdirected(conn: &Connection, host: Option<&str>) -> bool {
+/// every request, since one HTTP/2 connection carries many. `host` is validated, without port.
+fn misdirected(conn: &Connection, host: &str) -> bool {
     let policies = &conn.proxy.policies;
-    policies.has_hosts() && host.is_some_and(|host| policies.select_authority(host) != conn.policy)
+    policies.has_hosts() && policies.select_host(host) != conn.policy
 }
 
 async fn forward(
     request: Request<ProxyBody>,
+    host: HeaderValue,
     conn: &Connection,
     tunnel: Option<(Tunnel, OnUpgrade)>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let proxy = &conn.proxy;
     let (mut parts, body) = request.into_parts();
 
-    // HTTP/1.1 carries Host; HTTP/2 carries :authority (hyper puts it in the URI).
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-
     let headers = &mut parts.headers;
+    proxy.header_rules.sanitize(headers).map_err(ProxyError::BadHeader)?;
     let upgrade = match tunnel.as_ref().map(|(kind, _)| *kind) {
         Some(Tunnel::Upgrade) => headers.get(header::UPGRADE).cloned(),
         Some(Tunnel::H2WebSocket) => Some(HeaderValue::from_static("websocket")),
@@ -234,19 +240,13 @@ async fn forward(
         }
         _ => body,
     };
-    for name in [&XFCC, &CLIENT_CERT, &CLIENT_CERT_CHAIN] {
-        headers.remove(name);
-    }
-    if let Some(host) = &host {
-        headers.entry(header::HOST).or_insert_with(|| host.clone());
-    }
     if proxy.headers.x_forwarded {
         append_forwarded_for(headers, &conn.peer_header);
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-        match &host {
-            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        if headers.contains_key(header::FORWARDED) {
+            append_forwarded(headers, conn.peer, &host);
+        }
     }
     if proxy.headers.client_cert.xfcc() {
         headers.insert(XFCC.clone(), conn.identity.xfcc.clone());
@@ -255,8 +255,16 @@ async fn forward(
         headers.insert(CLIENT_CERT.clone(), conn.identity.rfc9440.clone());
     }
 
-    parts.uri = proxy.upstream.uri_for(&parts.uri);
     parts.version = proxy.upstream.version();
+    if parts.version == Version::HTTP_2 {
+        // HTTP/2 carries the host in :authority, and a `host` that differs from it is malformed
+        // (RFC 9113 §8.3.1): strict servers (nginx, python-h2) answer 400.
+        headers.remove(header::HOST);
+        parts.uri = proxy.upstream.uri_for(&parts.uri, Some(&host));
+    } else {
+        headers.insert(header::HOST, host);
+        parts.uri = proxy.upstream.uri_for(&parts.uri, None);
+    }
 
     let upstream = proxy.upstream.request(Request::from_parts(parts, body));
     let mut response = match tokio::time::timeout(proxy.response_timeout, upstream).await {
@@ -270,15 +278,16 @@ async fn forward(
             let upstream = hyper::upgrade::on(&mut response);
             let peer = conn.peer;
             let open = conn.metrics.connection_open();
+            let permit = conn.permit.clone();
+            let idle = proxy.listener.idle_timeout;
+            let drain_end = conn.drain_end.clone();
             conn.tracker.spawn(async move {
-                let _open = open;
+                let (_open, _permit) = (open, permit);
                 match tokio::try_join!(client, upstream) {
                     Ok((client, upstream)) => {
-                        let mut client = TokioIo::new(client);
-                        let mut upstream = TokioIo::new(upstream);
-                        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                            debug!(%peer, %error, "upgraded connection ended");
-                        }
+                        let ended =
+                            super::tunnel::pipe(TokioIo::new(client), TokioIo::new(upstream), idle, drain_end).await;
+                        debug!(%peer, ?ended, "upgraded connection ended");
                     }
                     Err(error) => debug!(%peer, %error, "upgrade failed"),
                 }
@@ -310,7 +319,10 @@ async fn forward(
 /// ignores a Content-Length next to it, but a backend might not; and a coding other than chunked
 /// cannot be forwarded faithfully once the proxy has decoded the chunks. Such requests are
 /// refused rather than rewritten.
-fn ambiguous_framing(headers: &HeaderMap) -> bool {
+///
+/// hyper drops a Content-Length that comes with Transfer-Encoding before the request reaches
+/// us, so `saw_content_length` reports what the connection's reader saw in the raw head.
+fn ambiguous_framing(headers: &HeaderMap, saw_content_length: bool) -> bool {
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
     match codings.next() {
         None => false,
@@ -318,6 +330,7 @@ fn ambiguous_framing(headers: &HeaderMap) -> bool {
             codings.next().is_some()
                 || !first.as_bytes().eq_ignore_ascii_case(b"chunked")
                 || headers.contains_key(header::CONTENT_LENGTH)
+                || saw_content_length
         }
     }
 }
@@ -387,6 +400,27 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
     headers.insert(X_FORWARDED_FOR.clone(), value);
 }
 
+/// `forwarded` (RFC 7239), when the client sent one: our element is appended, as for
+/// `x-forwarded-for`, so the last element is always the one the proxy vouches for.
+fn append_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: &HeaderValue) {
+    let mut value = Vec::new();
+    for existing in headers.get_all(header::FORWARDED) {
+        value.extend_from_slice(existing.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    let element = match peer {
+        IpAddr::V4(v4) => format!("for={v4};proto=https;host=\""),
+        IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto=https;host=\""),
+    };
+    value.extend_from_slice(element.as_bytes());
+    // A validated host has no quote or backslash to escape.
+    value.extend_from_slice(host.as_bytes());
+    value.push(b'"');
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
+        headers.insert(header::FORWARDED, value);
+    }
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
@@ -396,50 +430,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     out
-}
-
-/// Request activity on one connection, for `listener.idle_timeout`: a connection is idle when
-/// no request is in flight (a response body still streaming counts as in flight).
-#[derive(Debug)]
-pub struct Activity {
-    epoch: Instant,
-    in_flight: AtomicUsize,
-    /// Milliseconds since `epoch` when the last request finished.
-    last_done_ms: AtomicU64,
-}
-
-impl Activity {
-    pub fn new() -> Arc<Activity> {
-        Arc::new(Activity {
-            epoch: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_done_ms: AtomicU64::new(0),
-        })
-    }
-
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
-    }
-
-    /// When the connection becomes idle for `idle`, or `None` while a request is in flight.
-    pub fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        Some(self.epoch + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire)) + idle)
-    }
-}
-
-/// Counts a request as in flight until dropped (with its response body, if forwarded).
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let now = u64::try_from(self.0.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.last_done_ms.store(now, Ordering::Release);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// One request's record: counted as in flight while it lives; on drop (when the response body
@@ -488,6 +478,8 @@ impl Drop for RequestLog {
 struct Metered<B, A> {
     inner: B,
     bytes: Arc<AtomicU64>,
+    /// For request bodies: whose header rules clean the trailers.
+    trailers: Option<Arc<Proxy>>,
     _attached: A,
 }
 
@@ -500,10 +492,12 @@ where
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
+        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &mut polled {
             if let Some(data) = frame.data_ref() {
                 self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            } else if let (Some(proxy), Some(trailers)) = (&self.trailers, frame.trailers_mut()) {
+                proxy.header_rules.sanitize_trailers(trailers);
             }
         }
         polled

@@ -2,10 +2,18 @@
 //! hyper, forward.
 //!
 //! [`serve`] takes a bound listener and a shutdown token, so tests bind `127.0.0.1:0` and run in
-//! parallel. Limits: at most `listener.max_connections` connections are open (beyond that,
-//! accepting waits — the kernel backlog holds new peers); a handshake must finish within
-//! `listener.handshake_timeout` (a silent peer is dropped then); request heads must arrive within
-//! `header_read_timeout`; a connection with no request in flight for `idle_timeout` is closed.
+//! parallel. Limits: at most `listener.max_connections` connections are open, and at most
+//! `listener.max_handshakes` of them still in the TLS handshake (beyond either, accepting waits —
+//! the kernel backlog holds new peers — so unauthenticated peers can never crowd out verified
+//! ones); a handshake must finish within `listener.handshake_timeout` (a silent peer is dropped
+//! then); request heads and idle connections are bounded as described in [`activity`]; every
+//! connection is closed gracefully once `listener.max_connection_age` old or when its client's
+//! verified chain expires.
+//!
+//! A reload publishes a new generation ([`Live::publish`]); every open connection then judges
+//! its client's retained chain against the new policy for its SNI, and closes gracefully
+//! (HTTP/1.1 after the current response, HTTP/2 with GOAWAY) if that policy refuses it
+//! (revoked, CA no longer trusted, allow-list narrowed).
 //!
 //! A refused client never gets HTTP: the handshake fails with an alert. So that the client can
 //! read it (TLS 1.3 clients learn of a refused certificate only after their Finished, usually
@@ -13,8 +21,12 @@
 //! peer's remaining bytes drained briefly before closing; closing with unread data would make
 //! the kernel send a reset that overtakes the alert.
 
+pub mod activity;
+pub mod authority;
 pub mod error;
 pub mod forward;
+pub mod headers;
+pub mod tunnel;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -28,10 +40,11 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::Acceptor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,13 +53,12 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, HeadersConfig, ListenerConfig};
 use crate::metrics::Metrics;
 use crate::net;
-use crate::tls::verify::with_rejection_slot;
+use crate::tls::verify::with_handshake_notes;
 use crate::tls::{ClientIdentity, PolicySet, Reason};
-use forward::{Activity, Connection};
+use activity::{Activity, Deadline, Watched};
+use forward::Connection;
+use headers::HeaderRules;
 use upstream::Upstream;
-
-/// How long in-flight requests may take to finish after shutdown begins.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// After a refused handshake: how long, and how much, to drain from the peer.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
@@ -56,6 +68,7 @@ pub struct Proxy {
     pub policies: PolicySet,
     pub listener: ListenerConfig,
     pub headers: HeadersConfig,
+    pub header_rules: HeaderRules,
     pub upstream: Upstream,
     pub response_timeout: Duration,
     pub access_log: bool,
@@ -67,9 +80,10 @@ impl Proxy {
     pub fn new(config: &Config, policies: PolicySet) -> Proxy {
         let l = &config.listener;
         let mut http = auto::Builder::new(TokioExecutor::new());
+        // hyper's header timer is off: `activity` enforces header_read_timeout and idle_timeout.
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(l.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(l.max_header_bytes)
             .keep_alive(true);
         http.http2()
@@ -84,10 +98,11 @@ impl Proxy {
             policies,
             listener: l.clone(),
             headers: config.headers.clone(),
+            header_rules: HeaderRules::new(&config.headers),
             upstream: Upstream::new(&config.upstream),
             response_timeout: config.upstream.response_timeout,
             access_log: config.log.access_log,
-            drain_timeout: DRAIN_TIMEOUT,
+            drain_timeout: l.drain_timeout,
             http,
         }
     }
@@ -101,6 +116,8 @@ pub struct Live {
     pub metrics: Arc<Metrics>,
     /// True while listening and not draining (`/readyz`).
     pub ready: AtomicBool,
+    /// Bumped by every [`Live::publish`]: open connections re-judge their clients.
+    generation: watch::Sender<u64>,
 }
 
 impl Live {
@@ -110,8 +127,25 @@ impl Live {
             current: ArcSwap::from_pointee(proxy),
             metrics,
             ready: AtomicBool::new(false),
+            generation: watch::Sender::new(0),
         })
     }
+
+    /// Makes `proxy` the generation new connections get, and has every open connection judge
+    /// its client against it.
+    pub fn publish(&self, proxy: Proxy) {
+        self.current.store(Arc::new(proxy));
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// What every connection task shares with the accept loop.
+#[derive(Clone)]
+struct Shared {
+    live: Arc<Live>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    drain_end: CancellationToken,
 }
 
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting, lets connections
@@ -119,14 +153,27 @@ impl Live {
 /// `max_connections` are taken from the generation current at start: they cannot change live.
 pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: CancellationToken) {
     let first = live.current.load_full();
-    let limit = Arc::new(Semaphore::new(first.listener.max_connections));
-    let drain_timeout = first.drain_timeout;
+    let connections = Arc::new(Semaphore::new(first.listener.max_connections));
+    let handshakes = Arc::new(Semaphore::new(first.listener.max_handshakes));
     drop(first);
     live.ready.store(true, Ordering::Release);
-    let tracker = TaskTracker::new();
+    let shared = Shared {
+        live: live.clone(),
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+        drain_end: CancellationToken::new(),
+    };
     loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => permit.expect("the connection semaphore is never closed"),
+        let permits = async {
+            let connection = connections.clone().acquire_owned().await;
+            let handshake = handshakes.clone().acquire_owned().await;
+            (
+                connection.expect("the connection semaphore is never closed"),
+                handshake.expect("the handshake semaphore is never closed"),
+            )
+        };
+        let (permit, handshake_permit) = tokio::select! {
+            permits = permits => permits,
             () = shutdown.cancelled() => break,
         };
         let (stream, peer) = tokio::select! {
@@ -137,7 +184,7 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
                     // free descriptors.
                     warn!(%error, "accept failed");
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
                         () = shutdown.cancelled() => break,
                     }
                 }
@@ -151,18 +198,19 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
             debug!(%peer, "peer not in listener.allow_peers; closed");
             continue;
         }
-        tracker.spawn(connection(
+        shared.tracker.spawn(connection(
             stream,
             peer,
             proxy,
-            live.metrics.clone(),
-            shutdown.clone(),
-            tracker.clone(),
+            shared.clone(),
             permit,
+            handshake_permit,
         ));
     }
     live.ready.store(false, Ordering::Release);
     drop(listener);
+    let drain_timeout = live.current.load().drain_timeout;
+    let tracker = &shared.tracker;
     tracker.close();
     info!(connections = tracker.len(), "shutting down: draining connections");
     if tokio::time::timeout(drain_timeout, tracker.wait()).await.is_err() {
@@ -170,18 +218,24 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
             connections = tracker.len(),
             "drain timeout: closing remaining connections"
         );
+        shared.drain_end.cancel();
+        // Tunnels and connections close at once on `drain_end`; give them a moment to do so.
+        let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     }
 }
+
+/// After a failed accept (EMFILE, ENFILE, ENOBUFS), wait this long before the next.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    _permit: OwnedSemaphorePermit,
+    shared: Shared,
+    permit: OwnedSemaphorePermit,
+    handshake_permit: OwnedSemaphorePermit,
 ) {
+    let metrics = shared.live.metrics.clone();
     let _open = metrics.connection_open();
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
@@ -202,14 +256,16 @@ async fn connection(
             .map(|tls| (id, tls))
             .map_err(|(error, io)| (error, Some(io)))
     };
-    let tls = match tokio::time::timeout(proxy.listener.handshake_timeout, with_rejection_slot(handshake)).await {
+    let handshake = tokio::time::timeout(proxy.listener.handshake_timeout, with_handshake_notes(handshake)).await;
+    drop(handshake_permit);
+    let (tls, notes) = match handshake {
         Err(_) => {
             metrics.handshake_failed(Reason::Timeout);
             debug!(%peer, reason = %Reason::Timeout, "handshake failed");
             return;
         }
-        Ok((Err((error, io)), recorded)) => {
-            let reason = Reason::of_handshake_error(&error, recorded);
+        Ok((Err((error, io)), notes)) => {
+            let reason = Reason::of_handshake_error(&error, notes.rejection);
             metrics.handshake_failed(reason);
             debug!(%peer, %reason, %error, "handshake failed");
             if let Some(io) = io {
@@ -217,20 +273,23 @@ async fn connection(
             }
             return;
         }
-        Ok((Ok(accepted), _)) => accepted,
+        Ok((Ok(accepted), notes)) => (accepted, notes),
     };
     let (policy, tls) = tls;
 
     let (_, session) = tls.get_ref();
     // The verifier is mandatory, so a finished handshake has a verified chain; never forward
     // anything if that invariant were broken.
-    let Some(leaf) = session.peer_certificates().and_then(|chain| chain.first()) else {
+    let Some(chain) = session.peer_certificates().filter(|chain| !chain.is_empty()) else {
         warn!(%peer, "handshake finished without a client certificate; closing");
         return;
     };
-    let identity = ClientIdentity::from_leaf(leaf);
+    let chain: Vec<CertificateDer<'static>> = chain.iter().map(|c| c.clone().into_owned()).collect();
+    let identity = ClientIdentity::from_leaf(&chain[0]);
     let sni = session.server_name().map(str::to_owned);
     let resumed = matches!(session.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let handshake_done = Instant::now();
     metrics.handshake_ok(started.elapsed().as_secs_f64(), resumed);
     debug!(
         %peer,
@@ -243,6 +302,14 @@ async fn connection(
         "handshake ok"
     );
 
+    // The connection ends gracefully at the first of: its maximum age, its client chain's
+    // expiry (a resumed session knows it from its ticket).
+    let mut close_at = handshake_done + proxy.listener.max_connection_age;
+    if let Some(not_after) = notes.chain_not_after {
+        let left = not_after.saturating_sub(unix_now()).saturating_add(1);
+        close_at = close_at.min(handshake_done + Duration::from_secs(left.min(u64::from(u32::MAX))));
+    }
+
     let activity = Activity::new();
     let conn = Arc::new(Connection {
         proxy: proxy.clone(),
@@ -254,20 +321,32 @@ async fn connection(
         identity,
         activity: activity.clone(),
         metrics,
-        tracker,
+        tracker: shared.tracker.clone(),
+        permit: Arc::new(permit),
+        drain_end: shared.drain_end.clone(),
     });
-    let service = service_fn(move |request| {
+    let service = {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(forward::handle(request, conn).await) }
-    });
+        service_fn(move |request| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(forward::handle(request, conn).await) }
+        })
+    };
 
-    let mut http = pin!(proxy.http.serve_connection_with_upgrades(TokioIo::new(tls), service));
-    let idle_timeout = proxy.listener.idle_timeout;
-    let mut closing = false;
+    let io = TokioIo::new(Watched::new(tls, activity.clone(), !h2));
+    let mut http = pin!(proxy.http.serve_connection_with_upgrades(io, service));
+    let listener = &proxy.listener;
+    let mut generations = shared.live.generation.subscribe();
+    let mut watching = true;
+    let mut closing: Option<Instant> = None;
     loop {
-        let idle_at = activity
-            .idle_deadline(idle_timeout)
-            .unwrap_or_else(|| Instant::now() + idle_timeout);
+        // Any change of state (a request starts or ends, a head begins) moves the deadline no
+        // earlier than `recheck` from now: waking then at the latest keeps every deadline
+        // within one `recheck` of its time without waking the task on each request.
+        let recheck = Instant::now() + listener.header_read_timeout.min(listener.idle_timeout);
+        let next = activity.deadline(handshake_done, listener.header_read_timeout, listener.idle_timeout, !h2);
+        let wake_at = next.map_or(recheck, |(at, _)| at.min(recheck));
+        let force_at = closing.unwrap_or(wake_at);
         tokio::select! {
             result = http.as_mut() => {
                 if let Err(error) = result {
@@ -275,19 +354,65 @@ async fn connection(
                 }
                 break;
             }
-            () = shutdown.cancelled(), if !closing => {
-                closing = true;
+            () = shared.shutdown.cancelled(), if closing.is_none() => {
+                closing = Some(Instant::now() + proxy.drain_timeout);
                 http.as_mut().graceful_shutdown();
             }
-            () = tokio::time::sleep_until(idle_at.into()), if !closing => {
-                if activity.idle_deadline(idle_timeout).is_some_and(|at| at <= Instant::now()) {
-                    debug!(%peer, "idle timeout");
-                    closing = true;
+            () = shared.drain_end.cancelled() => break,
+            () = tokio::time::sleep_until(close_at.into()), if closing.is_none() => {
+                debug!(%peer, "connection reached max_connection_age or its certificate expired: closing");
+                closing = Some(Instant::now() + proxy.drain_timeout);
+                http.as_mut().graceful_shutdown();
+            }
+            changed = generations.changed(), if watching && closing.is_none() => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                if let Err(reason) = still_trusted(&shared.live, conn.sni.as_deref(), &chain) {
+                    info!(%peer, %reason, subject = %conn.identity.subject, "reloaded policy refuses this client: closing its connection");
+                    closing = Some(Instant::now() + proxy.drain_timeout);
                     http.as_mut().graceful_shutdown();
+                }
+            }
+            () = tokio::time::sleep_until(force_at.into()) => {
+                if closing.is_some() {
+                    debug!(%peer, "graceful close took too long: closing");
+                    break;
+                }
+                match activity.deadline(handshake_done, listener.header_read_timeout, listener.idle_timeout, !h2) {
+                    Some((at, Deadline::Head)) if at <= Instant::now() => {
+                        // A head that is late is abandoned, as nginx's client_header_timeout does.
+                        debug!(%peer, "header_read_timeout: closing");
+                        break;
+                    }
+                    Some((at, Deadline::Idle)) if at <= Instant::now() => {
+                        debug!(%peer, "idle timeout");
+                        closing = Some(Instant::now() + proxy.drain_timeout);
+                        http.as_mut().graceful_shutdown();
+                    }
+                    _ => {}
                 }
             }
         }
     }
+}
+
+/// Whether the current generation's policy for `sni` still accepts `chain` (leaf first).
+fn still_trusted(live: &Live, sni: Option<&str>, chain: &[CertificateDer<'_>]) -> Result<(), Reason> {
+    let current = live.current.load();
+    let (_, policy) = current.policies.select(sni);
+    policy
+        .verifier
+        .verify(&chain[0], &chain[1..], UnixTime::now())
+        .map(|_| ())
+        .map_err(|(reason, _)| reason)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Closes a connection whose handshake failed so that the peer reads our alert rather than a

@@ -35,7 +35,7 @@ pub struct Upstream {
 
 #[derive(Clone, Debug)]
 enum Pool {
-    Tcp(Client<HttpConnector, ProxyBody>),
+    Tcp(Client<FixedTarget, ProxyBody>),
     Unix(Client<UnixConnector, ProxyBody>),
 }
 
@@ -53,7 +53,16 @@ impl Upstream {
                 let mut http = HttpConnector::new();
                 http.set_connect_timeout(Some(config.connect_timeout));
                 http.set_nodelay(true);
-                (Pool::Tcp(builder.build(http)), authority.clone())
+                let target = Uri::builder()
+                    .scheme(Scheme::HTTP)
+                    .authority(authority.clone())
+                    .path_and_query("/")
+                    .build()
+                    .expect("scheme, authority and path are all set");
+                (
+                    Pool::Tcp(builder.build(FixedTarget { http, target })),
+                    authority.clone(),
+                )
             }
             UpstreamTarget::Unix(path) => {
                 let connector = UnixConnector {
@@ -78,11 +87,16 @@ impl Upstream {
         }
     }
 
-    /// The URI the upstream request is sent to: our upstream's authority, the client's path.
-    pub fn uri_for(&self, incoming: &Uri) -> Uri {
+    /// The URI the upstream request is sent to: the client's path, and as authority our
+    /// upstream's — or, for HTTP/2 (where it becomes `:authority`), the client's `host`. The
+    /// connectors ignore the URI's authority: it only keys the pool.
+    pub fn uri_for(&self, incoming: &Uri, host: Option<&http::HeaderValue>) -> Uri {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
+        parts.authority = Some(
+            host.and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or_else(|| self.authority.clone()),
+        );
         parts.path_and_query = Some(
             incoming
                 .path_and_query()
@@ -102,6 +116,27 @@ impl Upstream {
             Pool::Tcp(client) => client.request(request),
             Pool::Unix(client) => client.request(request),
         }
+    }
+}
+
+/// Connects every request to the configured TCP upstream, whatever authority its URI names.
+#[derive(Clone, Debug)]
+pub struct FixedTarget {
+    http: HttpConnector,
+    target: Uri,
+}
+
+impl tower_service::Service<Uri> for FixedTarget {
+    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx)
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        self.http.call(self.target.clone())
     }
 }
 

@@ -71,8 +71,9 @@ impl VerifiedCache {
         key
     }
 
-    /// Whether `key` was verified and its whole path is valid at `now`.
-    pub fn hit(&self, key: &ChainKey, now: UnixTime) -> bool {
+    /// Whether `key` was verified and its whole path is valid at `now`: the path's earliest
+    /// notAfter (Unix seconds) when it is.
+    pub fn hit(&self, key: &ChainKey, now: UnixTime) -> Option<u64> {
         let now = now.as_secs();
         let mut inner = self.lock();
         inner.tick += 1;
@@ -80,22 +81,19 @@ impl VerifiedCache {
         let hit = match inner.entries.get_mut(key) {
             Some(entry) if entry.not_before <= now && now <= entry.not_after => {
                 entry.last_used = tick;
-                true
+                Some(entry.not_after)
             }
-            _ => false,
+            _ => None,
         };
         drop(inner);
-        let counter = if hit { &self.hits } else { &self.misses };
+        let counter = if hit.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         hit
     }
 
-    /// Records a chain that just verified; `path` is the verified path (leaf first, without the
-    /// trust anchor). A path whose validity cannot be read is not cached.
-    pub fn insert(&self, key: ChainKey, path: &[CertificateDer<'_>]) {
-        let Some((not_before, not_after)) = validity_window(path) else {
-            return;
-        };
+    /// Records a chain that just verified, with its path's validity window (see
+    /// [`validity_window`]).
+    pub fn insert(&self, key: ChainKey, (not_before, not_after): (u64, u64)) {
         let mut inner = self.lock();
         inner.tick += 1;
         let last_used = inner.tick;
@@ -130,11 +128,13 @@ impl VerifiedCache {
     }
 }
 
-/// The latest notBefore and earliest notAfter over `path`, in Unix seconds.
-fn validity_window(path: &[CertificateDer<'_>]) -> Option<(u64, u64)> {
+/// The latest notBefore and earliest notAfter over a verified path (leaf first, without the
+/// trust anchor), in Unix seconds.
+pub fn validity_window<'a>(
+    path: impl IntoIterator<Item = &'a x509_parser::certificate::X509Certificate<'a>>,
+) -> Option<(u64, u64)> {
     let mut window = (0u64, u64::MAX);
-    for der in path {
-        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    for cert in path {
         let validity = cert.validity();
         let not_before = u64::try_from(validity.not_before.timestamp()).unwrap_or(0);
         let not_after = u64::try_from(validity.not_after.timestamp()).ok()?;
@@ -155,6 +155,14 @@ mod tests {
         params.self_signed(&key).expect("cert").der().clone()
     }
 
+    fn window(path: &[CertificateDer<'_>]) -> (u64, u64) {
+        let parsed: Vec<_> = path
+            .iter()
+            .map(|der| x509_parser::parse_x509_certificate(der.as_ref()).expect("parses").1)
+            .collect();
+        validity_window(&parsed).expect("window")
+    }
+
     #[test]
     fn entries_expire_with_their_path_and_the_least_recently_used_is_evicted() {
         let cache = VerifiedCache::new(2);
@@ -163,23 +171,24 @@ mod tests {
         let now = UnixTime::now();
         let key = |c: &CertificateDer<'_>| VerifiedCache::key(c, &[]);
 
-        assert!(!cache.hit(&key(&a), now));
-        cache.insert(key(&a), std::slice::from_ref(&a));
-        assert!(cache.hit(&key(&a), now));
+        assert!(cache.hit(&key(&a), now).is_none());
+        cache.insert(key(&a), window(std::slice::from_ref(&a)));
+        assert!(cache.hit(&key(&a), now).is_some());
         // The window is the intersection over the path: the short-lived intermediate bounds it.
-        cache.insert(key(&b), &[b.clone(), short.clone()]);
+        cache.insert(key(&b), window(&[b.clone(), short.clone()]));
         let in_three_days = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.as_secs() + 3 * 86400));
-        assert!(cache.hit(&key(&a), in_three_days));
+        assert!(cache.hit(&key(&b), now).expect("hit") < in_three_days.as_secs());
+        assert!(cache.hit(&key(&a), in_three_days).is_some());
         assert!(
-            !cache.hit(&key(&b), in_three_days),
+            cache.hit(&key(&b), in_three_days).is_none(),
             "expired path served from the cache"
         );
         // a was used last, so inserting c evicts b.
-        cache.insert(key(&c), std::slice::from_ref(&c));
+        cache.insert(key(&c), window(std::slice::from_ref(&c)));
         assert_eq!(cache.len(), 2);
-        assert!(cache.hit(&key(&a), now));
-        assert!(cache.hit(&key(&c), now));
-        assert!(!cache.hit(&key(&b), now));
+        assert!(cache.hit(&key(&a), now).is_some());
+        assert!(cache.hit(&key(&c), now).is_some());
+        assert!(cache.hit(&key(&b), now).is_none());
         // Keys cover the whole presented chain.
         assert_ne!(
             VerifiedCache::key(&a, &[]),

@@ -198,14 +198,16 @@ impl Subject {
         })
     }
 
-    /// `CN=name` (a single CN attribute, nothing else) matches any common name; anything else
-    /// must equal the whole RFC 4514 subject.
+    /// `CN=name` (a single CN attribute, nothing else) matches a subject whose one and only
+    /// CN is `name` (other attributes such as O or C may be there); a subject with a second CN
+    /// (`CN=origin,CN=attacker`) never matches the shorthand. Anything else must equal the
+    /// whole RFC 4514 subject.
     pub fn matches(&self, wanted: &str) -> bool {
         if self.rfc4514 == wanted {
             return true;
         }
         match wanted.strip_prefix("CN=") {
-            Some(cn) if !has_unescaped_separator(cn) => self.common_names.iter().any(|c| c == cn),
+            Some(cn) if !has_unescaped_separator(cn) => matches!(self.common_names.as_slice(), [only] if only == cn),
             _ => false,
         }
     }

@@ -103,12 +103,8 @@ impl PolicySet {
         (id, self.get(id))
     }
 
-    /// The policy a request's `Host` / `:authority` (port allowed) would select.
-    pub fn select_authority(&self, authority: &str) -> PolicyId {
-        let host = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
-            _ => authority,
-        };
+    /// The policy a request's host (validated by `proxy::authority`, without port) selects.
+    pub fn select_host(&self, host: &str) -> PolicyId {
         self.lookup(host)
     }
 

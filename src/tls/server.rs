@@ -3,9 +3,16 @@
 //!
 //! Resumption uses stateless tickets only (no server-side session cache), encrypted with keys
 //! private to this `ServerConfig`: every policy, and every reload, gets its own ticketer, so a
-//! session verified under one policy can never resume under another. rustls itself does not
-//! bound a ticket's age (its stock ticketer accepts tickets for up to 12 h), so tickets carry
-//! their issue time inside the encryption and are refused after [`TICKET_MAX_AGE`].
+//! session verified under one policy can never resume under another.
+//!
+//! rustls never re-checks a client certificate on resumption, and its stock ticketer accepts
+//! tickets for up to 12 h, re-issued (with a fresh lifetime) on every resumed connection. So
+//! tickets seal two times of ours with the session state: when the session's *full* handshake
+//! happened and the earliest notAfter of the client's verified path. A ticket is refused — the
+//! client falls back to a full handshake, where the verifier decides again — once
+//! [`TICKET_MAX_AGE`] has passed since that full handshake or the chain has expired. Tickets
+//! re-issued on a resumed connection carry the original times (read from the task-local
+//! handshake notes, see `verify::HandshakeNotes`), in TLS 1.2 and 1.3 alike.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{NoServerSessionStorage, ProducesTickets};
 use rustls::ServerConfig;
 
-use super::verify::ClientVerifier;
+use super::verify::{with_notes, ClientVerifier};
 use crate::config::{MinVersion, SessionResumption, TlsConfig};
 
 /// Longest time a session ticket can resume a session: what a resumed connection may skip
@@ -70,14 +77,32 @@ struct BoundedTickets {
     max_age: Duration,
 }
 
+/// Sealed before the session state: the full handshake's time and the chain's notAfter.
+const PREFIX: usize = 16;
+
 impl BoundedTickets {
+    fn encrypt_at(&self, plain: &[u8], now: u64) -> Option<Vec<u8>> {
+        // Outside a handshake's notes (benches) there is no chain to bound the ticket by: the
+        // age limit still holds.
+        let (started, not_after) = with_notes(|n| (n.session_started(), n.chain_not_after())).unwrap_or_default();
+        let started = started.unwrap_or(now);
+        let not_after = not_after.unwrap_or(u64::MAX);
+        let mut sealed = Vec::with_capacity(PREFIX + plain.len());
+        sealed.extend_from_slice(&started.to_be_bytes());
+        sealed.extend_from_slice(&not_after.to_be_bytes());
+        sealed.extend_from_slice(plain);
+        self.inner.encrypt(&sealed)
+    }
+
     fn decrypt_at(&self, cipher: &[u8], now: u64) -> Option<Vec<u8>> {
         let mut plain = self.inner.decrypt(cipher)?;
-        let issued = u64::from_be_bytes(plain.get(..8)?.try_into().ok()?);
-        if issued > now || now - issued > self.max_age.as_secs() {
+        let started = u64::from_be_bytes(plain.get(..8)?.try_into().ok()?);
+        let not_after = u64::from_be_bytes(plain.get(8..PREFIX)?.try_into().ok()?);
+        if started > now || now - started > self.max_age.as_secs() || now > not_after {
             return None;
         }
-        plain.drain(..8);
+        with_notes(|n| n.resumed(started, not_after));
+        plain.drain(..PREFIX);
         Some(plain)
     }
 }
@@ -94,10 +119,7 @@ impl ProducesTickets for BoundedTickets {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        let mut sealed = Vec::with_capacity(8 + plain.len());
-        sealed.extend_from_slice(&unix_now().to_be_bytes());
-        sealed.extend_from_slice(plain);
-        self.inner.encrypt(&sealed)
+        self.encrypt_at(plain, unix_now())
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
@@ -141,6 +163,49 @@ mod tests {
             other.decrypt(&cipher),
             None,
             "another policy's ticketer read the ticket"
+        );
+    }
+
+    #[tokio::test]
+    async fn tickets_carry_the_chain_expiry_and_the_first_handshake_time() {
+        use crate::tls::verify::{with_handshake_notes, with_notes};
+        let tickets = BoundedTickets {
+            inner: rustls::crypto::aws_lc_rs::Ticketer::new().expect("ticketer"),
+            max_age: Duration::from_secs(3600),
+        };
+        let now = unix_now();
+        // A resumed session started 50 minutes ago, its chain valid for 30 more minutes.
+        let (cipher, notes) = with_handshake_notes(async {
+            with_notes(|n| n.resumed(now - 3000, now + 1800));
+            tickets.encrypt_at(b"s", now).expect("encrypt")
+        })
+        .await;
+        assert_eq!(notes.session_started, Some(now - 3000));
+        assert!(tickets.decrypt_at(&cipher, now + 500).is_some());
+        assert_eq!(
+            tickets.decrypt_at(&cipher, now + 700),
+            None,
+            "a re-issued ticket restarted the lifetime"
+        );
+        let (cipher, _) = with_handshake_notes(async {
+            with_notes(|n| n.resumed(now, now + 60));
+            tickets.encrypt_at(b"s", now).expect("encrypt")
+        })
+        .await;
+        assert!(tickets.decrypt_at(&cipher, now + 60).is_some());
+        assert_eq!(
+            tickets.decrypt_at(&cipher, now + 61),
+            None,
+            "ticket outlived the certificate"
+        );
+        // Decrypting tells the handshake when its session started and when its chain expires.
+        let ((), notes) = with_handshake_notes(async {
+            assert!(tickets.decrypt_at(&cipher, now + 1).is_some());
+        })
+        .await;
+        assert_eq!(
+            (notes.session_started, notes.chain_not_after),
+            (Some(now), Some(now + 60))
         );
     }
 }

@@ -10,9 +10,15 @@
 //! case — the same client certificate again — skips the CA signature checks.
 //!
 //! A refusal maps to the TLS alert a peer expects (see [`Reason`]) and, because an alert cannot
-//! say *why*, the precise reason is also recorded for the connection that caused it through
-//! [`record_rejection`]'s task-local slot: the handshake runs inside the connection's task, so the
-//! accept loop can log and count the exact reason (`bad_depth` vs `unknown_issuer`).
+//! say *why*, the precise reason is also recorded for the connection that caused it in the
+//! task-local [`HandshakeNotes`]: the handshake runs inside the connection's task, so the
+//! accept loop can log and count the exact reason (`bad_depth` vs `unknown_issuer`). The same
+//! notes carry the verified path's earliest notAfter to the session ticket (see
+//! `server::BoundedTickets`), so a resumed session never outlives the certificate.
+//!
+//! Purpose: the leaf must allow client authentication — an EKU, if present, must include
+//! clientAuth (webpki), and a KeyUsage, if present, must include digitalSignature (checked here:
+//! webpki does not look at KeyUsage). Either refusal is reason `bad_purpose`.
 
 use std::cell::Cell;
 use std::fmt;
@@ -42,6 +48,7 @@ pub enum Reason {
     Revoked,
     NotAllowed,
     BadSignature,
+    BadPurpose,
     Timeout,
     ProtocolError,
     Other,
@@ -58,6 +65,7 @@ impl Reason {
             Reason::Revoked => "revoked",
             Reason::NotAllowed => "not_allowed",
             Reason::BadSignature => "bad_signature",
+            Reason::BadPurpose => "bad_purpose",
             Reason::Timeout => "timeout",
             Reason::ProtocolError => "protocol_error",
             Reason::Other => "other",
@@ -87,6 +95,7 @@ impl Reason {
             CertificateError::Revoked => Reason::Revoked,
             CertificateError::UnknownIssuer => Reason::UnknownIssuer,
             CertificateError::BadSignature => Reason::BadSignature,
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => Reason::BadPurpose,
             _ => Reason::Other,
         }
     }
@@ -99,23 +108,69 @@ impl fmt::Display for Reason {
 }
 
 tokio::task_local! {
-    static REJECTION: Cell<Option<Reason>>;
+    static NOTES: HandshakeNotes;
 }
 
-/// Runs a handshake future with a slot the verifier fills when it refuses a certificate, and
-/// returns the future's output together with the recorded reason (if any).
-pub async fn with_rejection_slot<F: Future>(handshake: F) -> (F::Output, Option<Reason>) {
-    REJECTION
-        .scope(Cell::new(None), async {
+/// What a handshake learned, kept for the connection's task that runs it.
+#[derive(Debug, Default)]
+pub struct HandshakeNotes {
+    rejection: Cell<Option<Reason>>,
+    chain_not_after: Cell<Option<u64>>,
+    session_started: Cell<Option<u64>>,
+}
+
+/// A copy of [`HandshakeNotes`] once the handshake is over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Notes {
+    /// Why the verifier refused the client.
+    pub rejection: Option<Reason>,
+    /// The earliest notAfter (Unix seconds) over the client's verified path: from the
+    /// verifier on a full handshake, from the ticket on a resumed one.
+    pub chain_not_after: Option<u64>,
+    /// When the session's full handshake happened (Unix seconds), if it was resumed.
+    pub session_started: Option<u64>,
+}
+
+/// Runs a handshake future with fresh notes, and returns its output with what they recorded.
+pub async fn with_handshake_notes<F: Future>(handshake: F) -> (F::Output, Notes) {
+    NOTES
+        .scope(HandshakeNotes::default(), async {
             let output = handshake.await;
-            (output, REJECTION.with(Cell::take))
+            let notes = NOTES.with(|n| Notes {
+                rejection: n.rejection.get(),
+                chain_not_after: n.chain_not_after.get(),
+                session_started: n.session_started.get(),
+            });
+            (output, notes)
         })
         .await
 }
 
+/// Reads or writes the current handshake's notes; `None` outside a handshake (benches, unit
+/// tests, re-checks after a reload): there is nobody to tell, and that is fine.
+pub(crate) fn with_notes<R>(f: impl FnOnce(&HandshakeNotes) -> R) -> Option<R> {
+    NOTES.try_with(f).ok()
+}
+
+impl HandshakeNotes {
+    pub(crate) fn chain_not_after(&self) -> Option<u64> {
+        self.chain_not_after.get()
+    }
+
+    pub(crate) fn session_started(&self) -> Option<u64> {
+        self.session_started.get()
+    }
+
+    /// A ticket was accepted: the session it resumes started at `started`, and its chain is
+    /// good until `not_after`.
+    pub(crate) fn resumed(&self, started: u64, not_after: u64) {
+        self.session_started.set(Some(started));
+        self.chain_not_after.set(Some(not_after));
+    }
+}
+
 fn record_rejection(reason: Reason) {
-    // Outside a slot (benches, unit tests) there is nobody to tell; that is fine.
-    let _ = REJECTION.try_with(|slot| slot.set(Some(reason)));
+    with_notes(|n| n.rejection.set(Some(reason)));
 }
 
 /// A client-certificate verifier for one policy: trusted CAs, depth, CRLs. Mandatory: a client
@@ -159,19 +214,20 @@ impl ClientVerifier {
         }
     }
 
-    /// Verifies a presented chain against this policy, returning the refusal reason and the
-    /// rustls error that selects the alert.
+    /// Verifies a presented chain against this policy. Returns the earliest notAfter (Unix
+    /// seconds) over the verified path, or the refusal reason and the rustls error that
+    /// selects the alert.
     pub fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Result<(), (Reason, rustls::Error)> {
+    ) -> Result<u64, (Reason, rustls::Error)> {
         let key = match &self.cache {
             Some(cache) => {
                 let key = VerifiedCache::key(end_entity, intermediates);
-                if cache.hit(&key, now) {
-                    return Ok(());
+                if let Some(not_after) = cache.hit(&key, now) {
+                    return Ok(not_after);
                 }
                 Some(key)
             }
@@ -215,19 +271,35 @@ impl ClientVerifier {
             )
             .map_err(classify)?;
 
+        // x509-parser reads what webpki does not expose: KeyUsage and the validity window.
+        let ders: Vec<CertificateDer<'_>> = std::iter::once(end_entity.clone())
+            .chain(path.intermediate_certificates().map(|c| c.der()))
+            .collect();
+        let mut parsed = Vec::with_capacity(ders.len());
+        for der in &ders {
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+                .map_err(|_| (Reason::Other, rustls::Error::from(CertificateError::BadEncoding)))?;
+            parsed.push(cert);
+        }
+        if let Ok(Some(usage)) = parsed[0].key_usage() {
+            // The client signs CertificateVerify with this key: a leaf whose KeyUsage does not
+            // allow signatures (keyCertSign only, keyEncipherment only) is not fit for it.
+            if !usage.value.digital_signature() {
+                return Err((Reason::BadPurpose, CertificateError::InvalidPurpose.into()));
+            }
+        }
         if !self.allow.is_empty() && !permits(&self.allow, end_entity, &cert) {
             return Err((
                 Reason::NotAllowed,
                 CertificateError::ApplicationVerificationFailure.into(),
             ));
         }
+        let window = cache::validity_window(&parsed)
+            .ok_or((Reason::Other, rustls::Error::from(CertificateError::BadEncoding)))?;
         if let (Some(cache), Some(key)) = (&self.cache, key) {
-            let verified: Vec<CertificateDer<'_>> = std::iter::once(end_entity.clone())
-                .chain(path.intermediate_certificates().map(|c| c.der()))
-                .collect();
-            cache.insert(key, &verified);
+            cache.insert(key, window);
         }
-        Ok(())
+        Ok(window.1)
     }
 
     /// Verified-chain cache (hits, misses), when the cache is on.
@@ -248,7 +320,10 @@ impl ClientCertVerifier for ClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         match self.verify(end_entity, intermediates, now) {
-            Ok(()) => Ok(ClientCertVerified::assertion()),
+            Ok(not_after) => {
+                with_notes(|n| n.chain_not_after.set(Some(not_after)));
+                Ok(ClientCertVerified::assertion())
+            }
             Err((reason, error)) => {
                 record_rejection(reason);
                 Err(error)
@@ -314,8 +389,13 @@ fn permits(allow: &AllowLists, der: &CertificateDer<'_>, cert: &webpki::EndEntit
     true
 }
 
-/// `pattern` is lowercase; `*.example.com` matches exactly one label.
+/// `pattern` is lowercase; `*.example.com` matches exactly one label. A name from the
+/// certificate that is itself a wildcard (`*.example.com` in a client's SAN) never matches:
+/// a client certificate names one client, and a pattern is ours to write, not the CA's.
 fn dns_matches(pattern: &str, name: &str) -> bool {
+    if name.contains('*') {
+        return false;
+    }
     match pattern.strip_prefix("*.") {
         Some(domain) => name
             .split_once('.')
@@ -358,7 +438,7 @@ fn classify(error: webpki::Error) -> (Reason, rustls::Error) {
         }
         #[allow(deprecated)]
         E::RequiredEkuNotFound | E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => {
-            (Reason::Other, CertificateError::InvalidPurpose)
+            (Reason::BadPurpose, CertificateError::InvalidPurpose)
         }
         E::BadDer | E::BadDerTime | E::TrailingData(_) => (Reason::Other, CertificateError::BadEncoding),
         other => (

@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod cloudflare;
 mod handshake;
+mod hardening;
 mod headers;
 mod lifecycle;
 mod loadtest;

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod process;
+pub mod raw;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +32,8 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 pub use pki::{Ca, ClientCert, Leaf};
+pub use process::{serve, serve_with, ServeOptions};
+pub use raw::{RawBackend, WireRequest};
 
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -47,6 +47,10 @@ pub struct Leaf {
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub serial: Option<u64>,
+    /// KeyUsage of a non-CA leaf; `None`: digitalSignature alone.
+    pub key_usages: Option<Vec<KeyUsagePurpose>>,
+    /// A second CN attribute after `cn`, in its own RDN (at most one).
+    pub extra_cns: Vec<String>,
 }
 
 impl Leaf {
@@ -61,6 +65,8 @@ impl Leaf {
             not_before: now - Duration::hours(1),
             not_after: now + Duration::days(90),
             serial: None,
+            key_usages: None,
+            extra_cns: Vec::new(),
         }
     }
 
@@ -127,13 +133,19 @@ impl Ca {
         }
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, leaf.cn);
+        // rcgen keeps one value per type: a second CN goes in under CN's OID as a custom type.
+        for cn in leaf.extra_cns.into_iter().take(1) {
+            params
+                .distinguished_name
+                .push(DnType::CustomDnType(vec![2, 5, 4, 3]), cn);
+        }
         params.extended_key_usages = leaf.ekus;
         params.not_before = leaf.not_before;
         params.not_after = leaf.not_after;
         if leaf.is_ca {
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         } else {
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.key_usages = leaf.key_usages.unwrap_or(vec![KeyUsagePurpose::DigitalSignature]);
         }
         if let Some(serial) = leaf.serial {
             params.serial_number = Some(SerialNumber::from(serial));

@@ -1,0 +1,166 @@
+//! The real binary as a child process: `originguard serve` on port 0 (the bound addresses are
+//! read back from its JSON log, so parallel tests never race for a "free" port), with its fds,
+//! memory, metrics and signals at hand.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Fixture, ProxyHandle, WAIT};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_originguard");
+
+/// How to start the process.
+#[derive(Default)]
+pub struct ServeOptions<'a> {
+    /// Extra lines for `[listener]`.
+    pub listener_extra: &'a str,
+    /// Extra tables appended to the config.
+    pub extra: &'a str,
+    pub access_log: bool,
+    /// `ulimit -n` for the process.
+    pub fd_limit: Option<u32>,
+    /// Close our end of its stderr once it is listening (a log reader that went away).
+    pub close_stderr: bool,
+}
+
+pub struct Served {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Starts `originguard serve` with the fixture's PKI; `listener_extra` goes into `[listener]`.
+pub async fn serve(fx: &Fixture, upstream: &str, listener_extra: &str) -> Served {
+    serve_with(
+        fx,
+        upstream,
+        ServeOptions {
+            listener_extra,
+            ..ServeOptions::default()
+        },
+    )
+    .await
+}
+
+pub async fn serve_with(fx: &Fixture, upstream: &str, options: ServeOptions<'_>) -> Served {
+    let d = fx.dir.path().display();
+    let text = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\n{}\n[tls]\ncertificate = \"{d}/server.pem\"\n\
+         private_key = \"{d}/server.key\"\n[client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n[upstream]\nurl = \"{upstream}\"\n\
+         [admin]\naddress = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"info\"\naccess_log = {}\n{}\n",
+        options.listener_extra, options.access_log, options.extra
+    );
+    let path = fx.write("served.toml", &text);
+    let mut command = match options.fd_limit {
+        Some(limit) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = command
+        .args(["serve", "--config", path.to_str().expect("utf-8")])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn originguard");
+    let stderr = child.stderr.take().expect("stderr");
+    let close = options.close_stderr;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let (mut addr, mut admin) = (None, None);
+        for line in lines.by_ref() {
+            let Ok(line) = line else { return };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let address = json["address"].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
+            match json["message"].as_str() {
+                Some("listening") => addr = address,
+                Some("admin listening") => admin = address,
+                _ => {}
+            }
+            if let (Some(addr), Some(admin)) = (addr, admin) {
+                let _ = tx.send((addr, admin));
+                break;
+            }
+        }
+        if close {
+            // Dropping the reader closes the pipe: the next log write gets EPIPE.
+            return;
+        }
+        for _ in lines {}
+    });
+    let (addr, admin) = rx.recv_timeout(WAIT).expect("originguard logs its listening addresses");
+    Served { child, addr, admin }
+}
+
+impl Served {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+
+    pub async fn metric(&self, sample: &str) -> f64 {
+        self.handle().metric(sample).await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str) -> (http::StatusCode, String) {
+        self.handle().admin(method, path).await
+    }
+
+    fn handle(&self) -> ProxyHandle {
+        ProxyHandle {
+            addr: self.addr,
+            admin: Some(self.admin),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            task: tokio::spawn(async {}),
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    pub fn wait(mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "originguard did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
