@@ -7,7 +7,7 @@ python3 - <<'PY'
 import tomllib, yaml
 docs = list(yaml.safe_load_all(open("config/kubernetes/sidecar.yaml")))
 kinds = [d["kind"] for d in docs]
-assert kinds == ["ConfigMap", "Deployment", "Service"], kinds
+assert kinds == ["ConfigMap", "Deployment", "Service", "NetworkPolicy"], kinds
 tomllib.loads(docs[0]["data"]["originguard.toml"])
 print("kubernetes manifest: ok", kinds)
 PY

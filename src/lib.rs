@@ -7,9 +7,10 @@
 //!                               TLS handshake ──▶ tls::verify (CA, depth, CRL, allow-lists,
 //!                                   │                          verified-chain cache)
 //!                                   ▼ verified leaf ──▶ tls::identity (XFCC / RFC 9440 values)
-//!                          hyper (h1 / h2) ──▶ proxy::forward (421 guard, framing guard,
-//!                                   │                strip spoofable and hop-by-hop headers,
-//!                                   │                add identity + X-Forwarded-*)
+//!                          hyper (h1 / h2) ──▶ proxy::forward (proxy::authority: one host,
+//!                                   │                valid, 421 guard; framing guard;
+//!                                   │                proxy::headers: protected names in every
+//!                                   │                spelling; identity + X-Forwarded-*)
 //!                                   ▼
 //!                          proxy::upstream (pooled; HTTP/1.1 or h2c; TCP or Unix socket)
 //! ```
@@ -17,9 +18,13 @@
 //! A client without an acceptable certificate never completes the TLS handshake, so nothing
 //! unverified reaches the backend.
 //!
+//! Connections are bounded all their life: `proxy::activity` (header and idle timeouts, the
+//! raw-head framing check), `max_connection_age`, the client chain's expiry, and re-judging on
+//! every reload; `proxy::tunnel` bounds upgraded connections.
+//!
 //! Modules: [`config`] (TOML to validated config), [`tls`] (certificates, verifier, policy
-//! selection, identity), [`proxy`] (accept loop, forwarding, upstream, the one error-to-status
-//! map), [`app`] (wiring and logging), [`reload`] (build-validate-swap), [`admin`] and
+//! selection, identity, tickets), [`proxy`] (accept loop and limits, activity and timeouts,
+//! host parsing, header rules, forwarding, tunnels, upstream, the one error-to-status map), [`app`] (wiring and logging), [`reload`] (build-validate-swap), [`admin`] and
 //! [`metrics`] (endpoints and metric names), [`check`] (policy report and warnings), [`net`]
 //! (peer gate), [`loadgen`] (`loadtest`), [`cloudflare`] (the API side of AOP), [`pki`],
 //! [`demo`], [`signal`], [`cli`].

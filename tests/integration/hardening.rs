@@ -524,6 +524,36 @@ async fn websocket_tunnels_hold_a_connection_permit_and_close_when_idle() {
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn a_tunnel_is_closed_when_the_drain_ends() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let mut config = fx.config(&backend.url());
+    config.listener.drain_timeout = Duration::from_millis(500);
+    let proxy = spawn_proxy(config).await;
+    let mut tunnel = tls_connect(proxy.addr, fx.client_config(Some(&fx.client)))
+        .await
+        .expect("handshake");
+    tunnel
+        .write_all(b"GET /ws HTTP/1.1\r\nhost: localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = tunnel.read(&mut buf).await.expect("101");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    // Traffic keeps flowing while the drain runs; the drain's end closes the tunnel anyway.
+    let stopped = tokio::spawn(proxy.stop());
+    for _ in 0..3 {
+        tunnel.write_all(b"x").await.expect("write during the drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed_within(&mut tunnel, WAIT).await, "tunnel outlived the drain");
+    tokio::time::timeout(WAIT, stopped)
+        .await
+        .expect("serve returned")
+        .expect("no panic");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8 and 9. Certificate purpose and allow-lists.
 

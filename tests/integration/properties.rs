@@ -1,9 +1,13 @@
 //! Property tests: the XFCC encoding round-trips any subject or SAN a CA can issue; the config
-//! loader never panics; server-name matching agrees with a simple reference model.
+//! loader never panics; server-name matching agrees with a simple reference model; the one
+//! Host/:authority parser and the one header-name matcher agree with reference models.
 
 use std::path::Path;
 
-use originguard::config::Config;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use originguard::config::{Config, HeadersConfig, Underscores, DEFAULT_STRIP};
+use originguard::proxy::authority;
+use originguard::proxy::headers::{same_name, HeaderRules};
 use originguard::tls::identity::ClientIdentity;
 use originguard::tls::select::NameIndex;
 use proptest::prelude::*;
@@ -153,4 +157,92 @@ proptest! {
             prop_assert_eq!(index.lookup(&query), expected, "query {:?} hosts {:?}", query, hosts);
         }
     }
+
+    #[test]
+    fn host_parser_agrees_with_a_reference_model(value in "[a-zA-Z0-9._@:/%\\[\\]?#-]{0,24}") {
+        let parsed = authority::parse(value.as_bytes());
+        prop_assert_eq!(parsed.is_some(), host_model(&value), "{:?}", value);
+        if let Some(hp) = parsed {
+            prop_assert!(value.starts_with(hp.host));
+            prop_assert!(!hp.host.contains(['@', '/', '?', '#', '%']));
+            prop_assert_eq!(hp.value, value.as_str());
+        }
+    }
+
+    #[test]
+    fn valid_hosts_are_accepted_as_given(
+        labels in prop::collection::vec("[a-zA-Z0-9_-]{1,8}", 1..5),
+        dot in any::<bool>(),
+        port in prop::option::of(1u16..),
+    ) {
+        let host = labels.join(".");
+        let value = format!("{host}{}{}", if dot { "." } else { "" }, port.map(|p| format!(":{p}")).unwrap_or_default());
+        let hp = authority::parse(value.as_bytes()).expect("a valid host");
+        prop_assert_eq!(hp.host, host.as_str());
+        prop_assert_eq!(hp.port, port);
+    }
+
+    #[test]
+    fn header_names_match_when_case_and_underscores_fold(a in "[a-zA-Z_-]{0,12}", b in "[a-zA-Z_-]{0,12}") {
+        let fold = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+        prop_assert_eq!(same_name(a.as_bytes(), b.as_bytes()), fold(&a) == fold(&b));
+    }
+
+    #[test]
+    fn no_spelling_of_a_protected_name_survives(
+        picks in prop::collection::vec((0usize..13, prop::collection::vec(any::<bool>(), 40)), 1..6),
+    ) {
+        let protected: Vec<&str> = ["x-forwarded-client-cert", "client-cert", "client-cert-chain"]
+            .into_iter()
+            .chain(DEFAULT_STRIP)
+            .collect();
+        let rules = HeaderRules::new(&HeadersConfig {
+            client_cert: originguard::config::ClientCertHeaders::Xfcc,
+            x_forwarded: true,
+            with_underscores: Underscores::Allow,
+            strip: DEFAULT_STRIP.iter().map(|n| HeaderName::from_static(n)).collect(),
+        });
+        let mut headers = HeaderMap::new();
+        for (which, flips) in &picks {
+            // Each `-` may become `_` (names reach the proxy lowercase).
+            let name: String = protected[*which]
+                .chars()
+                .zip(flips.iter().chain(std::iter::repeat(&false)))
+                .map(|(c, &flip)| if c == '-' && flip { '_' } else { c })
+                .collect();
+            headers.append(HeaderName::from_bytes(name.as_bytes()).expect("name"), HeaderValue::from_static("forged"));
+        }
+        headers.append("accept", HeaderValue::from_static("*/*"));
+        rules.sanitize(&mut headers).expect("allow never rejects");
+        prop_assert_eq!(headers.len(), 1, "{:?}", headers);
+    }
+}
+
+/// Reference model of `authority::parse`, written from RFC 3986 §3.2.2 plus our restrictions.
+fn host_model(value: &str) -> bool {
+    let port_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| n <= 65535)
+    };
+    if let Some(rest) = value.strip_prefix('[') {
+        let Some(close) = rest.find(']') else { return false };
+        let (literal, after) = (&rest[..close], &rest[close + 1..]);
+        return literal.parse::<std::net::Ipv6Addr>().is_ok()
+            && (after.is_empty() || after.strip_prefix(':').is_some_and(port_ok));
+    }
+    let (host, port) = match value.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (value, None),
+    };
+    if port.is_some_and(|p| !port_ok(p)) {
+        return false;
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
 }
