@@ -1,7 +1,21 @@
 #!/usr/bin/env bash
-# originguard vs nginx vs HAProxy, side by side on this machine: the same PKI (ECDSA P-256 dev
-# PKI, client leaf issued directly by the CA), the same backend (an nginx that answers 200), the
-# same load (`originguard loadtest`, TLS 1.3, one HTTP/1.1 request per connection unless noted).
+# originguard vs nginx vs HAProxy vs Caddy, side by side on this machine, with a bare rustls
+# server (benches/floor_server.rs: verifies client certificates, answers 200 itself, proxies
+# nothing) as the floor: the same PKI (ECDSA P-256 dev PKI, client leaf issued directly by the
+# CA), the same backend (an nginx that answers 200), the same load (`originguard loadtest`,
+# TLS 1.3, HTTP/1.1).
+#
+# Modes, and what each figure includes:
+#   full       a new connection per request: full mTLS handshake + 1 request (µs/connection)
+#   resumed    the same with session resumption (µs/connection)
+#   amortized  100 requests per connection: each request carries 1/100 of a full handshake
+#              (the old "keep-alive" figure; µs/request)
+#   keepalive  pure keep-alive: connections opened before the window, requests only inside it
+#              (`loadtest --keep-alive`, server CPU read by the load generator at the window's
+#              edges; µs/request). This is what Cloudflare's long-lived origin connections cost.
+# With strace installed, a last step counts system calls per keep-alive request for originguard
+# and nginx (`strace -c -f` over one pure keep-alive run; the 16 warm-up handshakes are included
+# and negligible).
 #
 # Each server is pinned to SERVER_CPU with one worker; the load generator and the backend share
 # LOAD_CPU. Servers run one after another, alternating, ROUNDS times per mode. Server CPU time is
@@ -10,7 +24,7 @@
 # the raw numbers to $OUT (default benches/last-compare.json).
 #
 # Loopback only; every server is stopped by PID on exit. Bounded: with the defaults,
-# 4 servers x 3 modes x 2 rounds x 6 s ≈ 3 minutes plus builds.
+# 6 servers x 4 modes x 2 rounds x 6 s ≈ 5 minutes plus builds.
 #
 #   bash benches/compare.sh                 # defaults
 #   DURATION=10s ROUNDS=3 bash benches/compare.sh
@@ -29,16 +43,21 @@ BASE_PORT=${BASE_PORT:-18080}
 for tool in taskset python3; do
   command -v "$tool" >/dev/null || { echo "compare.sh: needs $tool" >&2; exit 1; }
 done
-if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
+if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null || ! command -v caddy >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light haproxy >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy caddy >/dev/null
   else
-    echo "compare.sh: install nginx and haproxy (apt-get install nginx-light haproxy)" >&2; exit 1
+    echo "compare.sh: install nginx, haproxy and caddy (apt-get install nginx haproxy caddy)" >&2; exit 1
   fi
 fi
 
 cargo build --release --quiet
 og=$PWD/target/release/originguard
+floor=$(cargo build --release --quiet --bench floor_server --message-format=json |
+  python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "floor_server" and m.get("executable"): print(m["executable"])')
 work=$(mktemp -d /tmp/originguard-compare.XXXXXX)
 pids=()
 cleanup() {
@@ -53,6 +72,8 @@ og_port=$((BASE_PORT + 1))
 og_nocache_port=$((BASE_PORT + 2))
 nginx_port=$((BASE_PORT + 3))
 haproxy_port=$((BASE_PORT + 4))
+caddy_port=$((BASE_PORT + 5))
+floor_port=$((BASE_PORT + 6))
 
 "$og" pki dev --out "$work/pki" --days 90 >/dev/null
 cat "$work/pki/server.pem" "$work/pki/server.key" >"$work/pki/haproxy.pem"
@@ -130,6 +151,29 @@ backend be
   server s1 127.0.0.1:$backend_port
 EOF
 
+# --- Caddy: client_auth require_and_verify, reverse_proxy to the backend ------------------------
+cat >"$work/Caddyfile" <<EOF
+{
+  admin off
+  auto_https off
+  log {
+    level ERROR
+  }
+}
+https://localhost:$caddy_port {
+  bind 127.0.0.1
+  tls $work/pki/server.pem $work/pki/server.key {
+    client_auth {
+      mode require_and_verify
+      trusted_ca_cert_file $work/pki/ca.pem
+    }
+  }
+  reverse_proxy 127.0.0.1:$backend_port {
+    header_up X-Forwarded-Client-Cert "Hash={http.request.tls.client.fingerprint};Subject={http.request.tls.client.subject}"
+  }
+}
+EOF
+
 og_config() { # port cache
   cat <<EOF
 [listener]
@@ -161,6 +205,9 @@ start nginx "$SERVER_CPU" nginx -c "$work/nginx.conf" -p "$work"
 start haproxy "$SERVER_CPU" haproxy -f "$work/haproxy.cfg"
 TOKIO_WORKER_THREADS=1 start originguard "$SERVER_CPU" "$og" serve --config "$work/og.toml"
 TOKIO_WORKER_THREADS=1 start originguard_nocache "$SERVER_CPU" "$og" serve --config "$work/og-nocache.toml"
+GOMAXPROCS=1 XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work start caddy "$SERVER_CPU" caddy run --config "$work/Caddyfile" --adapter caddyfile
+TOKIO_WORKER_THREADS=1 FLOOR_LISTEN=127.0.0.1:$floor_port FLOOR_CERT=$work/pki/server.pem FLOOR_KEY=$work/pki/server.key \
+  FLOOR_CA=$work/pki/ca.pem start floor "$SERVER_CPU" "$floor"
 
 wait_port() {
   for _ in $(seq 1 100); do
@@ -171,7 +218,7 @@ wait_port() {
   cat "$work"/*.out >&2 || true
   exit 1
 }
-for port in $backend_port $nginx_port $haproxy_port $og_port $og_nocache_port; do wait_port "$port"; done
+for port in $backend_port $nginx_port $haproxy_port $og_port $og_nocache_port $caddy_port $floor_port; do wait_port "$port"; done
 
 # All PIDs of a server: the launched process and its children (nginx workers).
 server_pids() { echo "$1" $(pgrep -P "$1" || true); }
@@ -189,13 +236,16 @@ results="$work/results.jsonl"
 : >"$results"
 run() { # mode server port pid
   local mode=$1 server=$2 port=$3 pid=$4 extra=()
+  local pids_now before after report
+  pids_now=$(server_pids "$pid")
   case $mode in
     full) extra=(--requests-per-connection 1) ;;
     resumed) extra=(--requests-per-connection 1 --resume) ;;
-    keepalive) extra=(--requests-per-connection "$KEEPALIVE_REQUESTS") ;;
+    amortized) extra=(--requests-per-connection "$KEEPALIVE_REQUESTS") ;;
+    keepalive)
+      extra=(--keep-alive --warmup 1s)
+      for p in $pids_now; do extra+=(--server-pid "$p"); done ;;
   esac
-  local pids_now before after report
-  pids_now=$(server_pids "$pid")
   before=$(cpu_us $pids_now)
   report=$(TOKIO_WORKER_THREADS=1 taskset -c "$LOAD_CPU" "$og" loadtest --target "127.0.0.1:$port" \
     --server-name localhost --cert "$work/pki/client.pem" --key "$work/pki/client.key" \
@@ -212,7 +262,8 @@ PY
 }
 
 echo "== warm-up"
-for spec in "originguard $og_port $pid_originguard" "nginx $nginx_port $pid_nginx" "haproxy $haproxy_port $pid_haproxy"; do
+for spec in "originguard $og_port $pid_originguard" "nginx $nginx_port $pid_nginx" "haproxy $haproxy_port $pid_haproxy" \
+  "caddy $caddy_port $pid_caddy" "floor $floor_port $pid_floor"; do
   set -- $spec
   TOKIO_WORKER_THREADS=1 "$og" loadtest --target "127.0.0.1:$2" --server-name localhost \
     --cert "$work/pki/client.pem" --key "$work/pki/client.key" --handshakes 200 --connections 4 --json >/dev/null
@@ -220,11 +271,13 @@ done
 
 echo "== runs (server on CPU $SERVER_CPU, load + backend on CPU $LOAD_CPU, $CONNS connections, $DURATION each)"
 for round in $(seq 1 "$ROUNDS"); do
-  for mode in full resumed keepalive; do
+  for mode in full resumed amortized keepalive; do
     run "$mode" originguard "$og_port" "$pid_originguard"
     run "$mode" nginx "$nginx_port" "$pid_nginx"
     run "$mode" haproxy "$haproxy_port" "$pid_haproxy"
-    [ "$mode" = keepalive ] || run "$mode" originguard_nocache "$og_nocache_port" "$pid_originguard_nocache"
+    run "$mode" caddy "$caddy_port" "$pid_caddy"
+    run "$mode" floor "$floor_port" "$pid_floor"
+    case $mode in full | resumed) run "$mode" originguard_nocache "$og_nocache_port" "$pid_originguard_nocache" ;; esac
   done
 done
 
@@ -234,23 +287,68 @@ python3 - "$results" <<'PY'
 import json, sys
 from collections import defaultdict
 rows = [json.loads(l) for l in open(sys.argv[1])]
-acc = defaultdict(lambda: {"cpu": 0, "units": 0, "ok": 0, "elapsed": 0.0, "failed": 0})
+acc = defaultdict(lambda: {"cpu": 0, "units": 0, "rate": 0.0, "elapsed": 0.0, "failed": 0, "p99": []})
 for r in rows:
     rep = r["report"]
-    units = rep["requests"] if r["mode"] == "keepalive" else rep["successes"]
     a = acc[(r["mode"], r["server"])]
-    a["cpu"] += r["server_cpu_us"]; a["units"] += units; a["ok"] += rep["successes"]
-    a["elapsed"] += rep["elapsed_s"]; a["failed"] += sum(rep["failures"].values())
-print("| mode | server | server CPU per unit | ratio to nginx | conn/s | failures |")
-print("|---|---|---|---|---|---|")
-for mode, unit in (("full", "connection"), ("resumed", "connection"), ("keepalive", "request")):
-    nginx = acc.get((mode, "nginx"))
-    base = nginx["cpu"] / nginx["units"] if nginx and nginx["units"] else None
-    for server in ("originguard", "originguard_nocache", "nginx", "haproxy"):
+    a["failed"] += sum(rep["failures"].values())
+    if r["mode"] == "keepalive":
+        w = rep["window"]
+        a["cpu"] += w["server_cpu_us"] or 0; a["units"] += w["requests"]
+        a["rate"] += w["requests"]; a["elapsed"] += w["seconds"]; a["p99"].append(w["request_latency_us"]["p99"])
+    else:
+        a["cpu"] += r["server_cpu_us"]
+        a["units"] += rep["requests"] if r["mode"] == "amortized" else rep["successes"]
+        a["rate"] += rep["successes"]; a["elapsed"] += rep["elapsed_s"]
+print("| mode | server | server CPU per unit | ratio to nginx | ratio to floor | rate | failures |")
+print("|---|---|---|---|---|---|---|")
+units = {"full": "connection", "resumed": "connection", "amortized": "request", "keepalive": "request"}
+for mode, unit in units.items():
+    def per(server):
         a = acc.get((mode, server))
-        if not a or not a["units"]:
+        return a["cpu"] / a["units"] if a and a["units"] else None
+    nginx, floor = per("nginx"), per("floor")
+    for server in ("originguard", "originguard_nocache", "nginx", "haproxy", "caddy", "floor"):
+        p = per(server)
+        if p is None:
             continue
-        per = a["cpu"] / a["units"]
-        ratio = f"{per / base:.2f}x" if base else "-"
-        print(f"| {mode} | {server} | {per:,.0f} µs/{unit} | {ratio} | {a['ok'] / a['elapsed']:,.0f} | {a['failed']} |")
+        a = acc[(mode, server)]
+        rate = f"{a['rate'] / a['elapsed']:,.0f} {'req' if mode == 'keepalive' else 'conn'}/s"
+        if mode == "keepalive":
+            rate += f", p99 {max(a['p99'])} µs"
+        r_nginx = f"{p / nginx:.2f}x" if nginx else "-"
+        r_floor = f"{p / floor:.2f}x" if floor else "-"
+        print(f"| {mode} | {server} | {p:,.1f} µs/{unit} | {r_nginx} | {r_floor} | {rate} | {a['failed']} |")
 PY
+
+if command -v strace >/dev/null; then
+  echo
+  echo "== system calls per keep-alive request (strace -c -f, one pure keep-alive run each)"
+  echo "| server | syscalls/request | most frequent (per request) |"
+  echo "|---|---|---|"
+  for spec in "originguard $og_port $pid_originguard" "nginx $nginx_port $pid_nginx"; do
+    set -- $spec
+    name=$1 port=$2 attach=()
+    for p in $(server_pids "$3"); do attach+=(-p "$p"); done
+    strace -c -f -o "$work/strace-$name.txt" "${attach[@]}" 2>/dev/null &
+    st=$!
+    sleep 1
+    report=$(TOKIO_WORKER_THREADS=1 taskset -c "$LOAD_CPU" "$og" loadtest --target "127.0.0.1:$port" \
+      --server-name localhost --cert "$work/pki/client.pem" --key "$work/pki/client.key" \
+      --connections "$CONNS" --keep-alive --warmup 0s --duration 3s --json)
+    kill -INT "$st"; wait "$st" 2>/dev/null || true
+    python3 - "$name" "$work/strace-$name.txt" "$report" "$CONNS" <<'PY'
+import json, sys
+name, path, report, conns = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+requests = report["window"]["requests"] + conns
+calls = {}
+for line in open(path):
+    f = line.split()
+    if len(f) >= 5 and f[3].isdigit():
+        calls[f[-1]] = int(f[3])
+total = calls.pop("total", sum(calls.values()))
+top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
+print(f"| {name} | {total / requests:.2f} | " + ", ".join(f"{k} {v / requests:.2f}" for k, v in top) + " |")
+PY
+  done
+fi

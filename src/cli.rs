@@ -237,6 +237,17 @@ pub struct LoadtestArgs {
     /// to measure the memory idle connections cost the server.
     #[arg(long, conflicts_with = "handshakes")]
     pub hold: bool,
+    /// Pure keep-alive: open --connections connections first, then send requests on them for
+    /// --warmup plus --duration; only the --duration window is measured (no handshake in it).
+    #[arg(long, conflicts_with_all = ["handshakes", "hold", "resume"])]
+    pub keep_alive: bool,
+    /// Keep-alive mode: requests before the measuring window opens.
+    #[arg(long, default_value = "1s", requires = "keep_alive")]
+    pub warmup: String,
+    /// Keep-alive mode: read this process's CPU time (all threads) at the window's edges and
+    /// report server CPU per request; repeat for multi-process servers (nginx workers).
+    #[arg(long, requires = "keep_alive")]
+    pub server_pid: Vec<u32>,
     /// Print one JSON object at the end instead of text.
     #[arg(long)]
     pub json: bool,

@@ -65,6 +65,15 @@ pub struct Options {
     pub hold: bool,
     /// Show a live progress line (only on a terminal).
     pub progress: bool,
+    /// Pure keep-alive: open every connection first (handshake + one request), then send
+    /// requests on them until the end; only the window after `warmup` is measured, so no
+    /// handshake is inside any figure of [`Report::window`].
+    pub keep_alive: bool,
+    /// Keep-alive mode: how long requests run before the measuring window opens.
+    pub warmup: Duration,
+    /// Processes whose CPU time is read at the window's edges (the server under test, all its
+    /// threads; list every worker process of a multi-process server).
+    pub server_pids: Vec<u32>,
 }
 
 impl Options {
@@ -86,6 +95,9 @@ impl Options {
             post_quantum: false,
             hold: false,
             progress: false,
+            keep_alive: false,
+            warmup: Duration::from_secs(1),
+            server_pids: Vec::new(),
         }
     }
 }
@@ -111,6 +123,25 @@ pub struct Report {
     pub bytes_received: u64,
     /// The generator's own CPU time per attempted connection (user + system).
     pub client_cpu_us_per_connection: f64,
+    /// Keep-alive mode: the measuring window (established connections only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+}
+
+/// What happened inside a keep-alive measuring window: requests on connections opened before
+/// it, and nothing else.
+#[derive(Debug, Serialize)]
+pub struct Window {
+    pub seconds: f64,
+    pub requests: u64,
+    pub requests_per_s: f64,
+    /// Request latency (request written to response body read), microseconds.
+    pub request_latency_us: Latency,
+    /// CPU time of `server_pids` over the window (user + system, 10 ms resolution).
+    pub server_cpu_us: Option<u64>,
+    pub server_cpu_us_per_request: Option<f64>,
+    /// The generator's own CPU time per request.
+    pub client_cpu_us_per_request: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,11 +153,26 @@ pub struct Latency {
     pub mean: f64,
 }
 
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        Latency {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
+}
+
 /// Runs the load and returns the report.
 pub async fn run(options: Options) -> anyhow::Result<Report> {
     let target = resolve(&options.target).await?;
     let server_name = server_name(&options)?;
     let connector = TlsConnector::from(client_config(&options)?);
+    if options.keep_alive {
+        return run_keep_alive(options, target, server_name, connector).await;
+    }
 
     let shared = Arc::new(Shared {
         attempts: AtomicU64::new(0),
@@ -207,6 +253,172 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             (Some(cpu), n) if n > 0 => cpu as f64 / n as f64,
             _ => 0.0,
         },
+        window: None,
+    })
+}
+
+/// Pure keep-alive mode (see [`Options::keep_alive`]).
+async fn run_keep_alive(
+    options: Options,
+    target: SocketAddr,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let warm = Worker {
+        target,
+        server_name,
+        connector,
+        options: Options {
+            requests_per_connection: 1,
+            ..options.clone()
+        },
+        shared: Arc::new(Shared {
+            attempts: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            failures_seen: AtomicU64::new(0),
+        }),
+        deadline: started + CONNECTION_TIMEOUT,
+    };
+    let warm = Arc::new(warm);
+    let stats = WorkerStats::new();
+    let mut handshakes = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let mut failures = BTreeMap::new();
+    let mut senders = Vec::new();
+    // Every connection is open before requests start, so the window holds no handshake.
+    let opening: Vec<_> = (0..options.connections.max(1))
+        .map(|_| {
+            let (warm, stats) = (warm.clone(), stats.sharing_bytes());
+            tokio::spawn(
+                async move { tokio::time::timeout(CONNECTION_TIMEOUT, warm.open(&stats, Instant::now())).await },
+            )
+        })
+        .collect();
+    let mut resumed = 0;
+    for opened in opening {
+        match opened.await.context("connection task panicked")? {
+            Ok(Ok((outcome, Held::Http(send, driver)))) => {
+                let _ = handshakes.record(outcome.handshake_us.max(1));
+                resumed += u64::from(outcome.resumed);
+                senders.push((send, driver));
+            }
+            Ok(Ok((_, Held::None))) => {}
+            Ok(Err(reason)) => *failures.entry(reason).or_default() += 1,
+            Err(_) => *failures.entry("timeout".to_string()).or_default() += 1,
+        }
+    }
+    let established = senders.len() as u64;
+
+    let count = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let authority = options.server_name.clone().unwrap_or_else(|| options.target.clone());
+    let mut tasks = Vec::new();
+    for (mut send, driver) in senders {
+        let (count, measuring, stop) = (count.clone(), measuring.clone(), stop.clone());
+        let (path, authority) = (options.path.clone(), authority.clone());
+        tasks.push(tokio::spawn(async move {
+            let _driver = driver;
+            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+            let mut failure = None;
+            while !stop.load(Ordering::Relaxed) {
+                let request = Request::get(path.as_str())
+                    .header(http::header::HOST, authority.as_str())
+                    .body(Empty::<Bytes>::new())
+                    .expect("a GET with a path and a host is valid");
+                let sent = Instant::now();
+                let outcome = async {
+                    let response = send.send_request(request).await.map_err(|e| classify_chain(&e))?;
+                    let status = response.status();
+                    response.into_body().collect().await.map_err(|e| classify_chain(&e))?;
+                    match status {
+                        http::StatusCode::OK => Ok(()),
+                        other => Err(format!("http_{}", other.as_u16())),
+                    }
+                };
+                match tokio::time::timeout(CONNECTION_TIMEOUT, outcome).await {
+                    Ok(Ok(())) => {
+                        if measuring.load(Ordering::Relaxed) {
+                            count.fetch_add(1, Ordering::Relaxed);
+                            let _ =
+                                latency.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
+                        }
+                    }
+                    Ok(Err(reason)) => {
+                        failure = Some(reason);
+                        break;
+                    }
+                    Err(_) => {
+                        failure = Some("timeout".to_string());
+                        break;
+                    }
+                }
+            }
+            (latency, failure)
+        }));
+    }
+
+    tokio::time::sleep(options.warmup).await;
+    let server_before: Option<u64> = options.server_pids.iter().map(|p| cpu_us_of(&p.to_string())).sum();
+    let client_before = process_cpu_us();
+    let requests_before = count.load(Ordering::Relaxed);
+    let window_start = Instant::now();
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(options.duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let seconds = window_start.elapsed().as_secs_f64();
+    let requests = count.load(Ordering::Relaxed) - requests_before;
+    let server_after: Option<u64> = options.server_pids.iter().map(|p| cpu_us_of(&p.to_string())).sum();
+    let client_cpu = process_cpu_us()
+        .zip(client_before)
+        .map_or(0, |(a, b)| a.saturating_sub(b));
+    stop.store(true, Ordering::Relaxed);
+
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    for task in tasks {
+        let (worker_latency, failure) = task.await.context("keep-alive worker panicked")?;
+        let _ = latency.add(&worker_latency);
+        if let Some(reason) = failure {
+            *failures.entry(reason).or_default() += 1;
+        }
+    }
+    let server_cpu = match (options.server_pids.is_empty(), server_before, server_after) {
+        (false, Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Report {
+        target: options.target.clone(),
+        connections: options.connections,
+        resume: options.resume,
+        requests_per_connection: 0,
+        elapsed_s: elapsed,
+        attempts: options.connections as u64,
+        successes: established,
+        resumed,
+        handshakes_per_s: established as f64 / elapsed,
+        requests,
+        requests_per_s: requests as f64 / seconds,
+        latency_us: Latency::of(&handshakes),
+        failures,
+        bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
+        bytes_received: stats.bytes_received.load(Ordering::Relaxed),
+        client_cpu_us_per_connection: 0.0,
+        window: Some(Window {
+            seconds,
+            requests,
+            requests_per_s: requests as f64 / seconds,
+            request_latency_us: Latency::of(&latency),
+            server_cpu_us: server_cpu,
+            server_cpu_us_per_request: server_cpu
+                .filter(|_| requests > 0)
+                .map(|cpu| cpu as f64 / requests as f64),
+            client_cpu_us_per_request: if requests > 0 {
+                client_cpu as f64 / requests as f64
+            } else {
+                0.0
+            },
+        }),
     })
 }
 
@@ -220,7 +432,11 @@ impl Report {
              bytes sent {}  received {}  client CPU {:.0} µs/connection\n",
             self.target,
             self.connections,
-            if self.resume { "resumed" } else { "full" },
+            match (self.window.is_some(), self.resume) {
+                (true, _) => "keep-alive",
+                (false, true) => "resumed",
+                (false, false) => "full",
+            },
             self.requests_per_connection,
             self.elapsed_s,
             self.attempts,
@@ -237,6 +453,26 @@ impl Report {
             self.bytes_received,
             self.client_cpu_us_per_connection,
         );
+        if let Some(w) = &self.window {
+            out.push_str(&format!(
+                "keep-alive window {:.1} s: {} requests, {:.0} req/s\n\
+                 request latency (µs): p50 {}  p90 {}  p99 {}  max {}  mean {:.0}\n\
+                 client CPU {:.1} µs/request",
+                w.seconds,
+                w.requests,
+                w.requests_per_s,
+                w.request_latency_us.p50,
+                w.request_latency_us.p90,
+                w.request_latency_us.p99,
+                w.request_latency_us.max,
+                w.request_latency_us.mean,
+                w.client_cpu_us_per_request,
+            ));
+            match w.server_cpu_us_per_request {
+                Some(cpu) => out.push_str(&format!("  server CPU {cpu:.1} µs/request\n")),
+                None => out.push('\n'),
+            }
+        }
         if self.failures.is_empty() {
             out.push_str("failures: none\n");
         }
@@ -284,6 +520,15 @@ impl WorkerStats {
             failures: BTreeMap::new(),
             bytes_sent: Arc::new(AtomicU64::new(0)),
             bytes_received: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Fresh counts that add their bytes to this one's.
+    fn sharing_bytes(&self) -> WorkerStats {
+        WorkerStats {
+            bytes_sent: self.bytes_sent.clone(),
+            bytes_received: self.bytes_received.clone(),
+            ..WorkerStats::new()
         }
     }
 
@@ -421,7 +666,6 @@ impl Worker {
 /// A connection kept open by `--hold` (dropping it closes the connection).
 enum Held {
     None,
-    #[allow(dead_code)] // held for its Drop
     Http(hyper::client::conn::http1::SendRequest<Empty<Bytes>>, DriverGuard),
 }
 

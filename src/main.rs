@@ -72,6 +72,9 @@ fn run(command: Command) -> anyhow::Result<()> {
                 post_quantum: args.post_quantum,
                 hold: args.hold,
                 progress: !json,
+                keep_alive: args.keep_alive,
+                warmup: config::parse_duration(&args.warmup).map_err(|e| anyhow::anyhow!("--warmup: {e}"))?,
+                server_pids: args.server_pid,
             };
             let report = runtime()?.block_on(loadgen::run(options))?;
             match json {

@@ -73,12 +73,13 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
     let mut log = RequestLog {
         started: Instant::now(),
         method: request.method().clone(),
-        path: request.uri().path().to_owned(),
+        // Bytes-backed: a clone is a reference count, not a copy.
+        uri: request.uri().clone(),
         host: None,
         status: 0,
         upstream: None,
-        bytes_in: Arc::new(AtomicU64::new(0)),
-        bytes_out: Arc::new(AtomicU64::new(0)),
+        // Byte counts are for the access log only.
+        bytes: conn.proxy.access_log.then(|| Arc::new(ByteCounts::default())),
         in_flight: conn.activity.begin(),
         conn: conn.clone(),
     };
@@ -89,12 +90,12 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
         Ok(host) => host,
         Err(error) => return rescue_logged(ProxyError::BadHost(error), &conn, log),
     };
-    log.host = Some(host.value.to_owned());
     let misdirected = misdirected(&conn, host.host);
     let host = match request.headers().get(header::HOST) {
         Some(value) => value.clone(),
         None => HeaderValue::from_str(host.value).expect("a validated host is a valid header value"),
     };
+    log.host = Some(host.clone());
 
     let result = if misdirected {
         Err(ProxyError::Misdirected)
@@ -109,7 +110,8 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
         let request = request.map(|body| {
             Metered {
                 inner: body,
-                bytes: log.bytes_in.clone(),
+                bytes: log.bytes.clone(),
+                inbound: true,
                 trailers: Some(conn.proxy.clone()),
                 _attached: (),
             }
@@ -124,11 +126,12 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
     match result {
         Ok(response) => {
             log.status = response.status().as_u16();
-            let bytes = log.bytes_out.clone();
+            let bytes = log.bytes.clone();
             response.map(|body| {
                 Metered {
                     inner: body,
                     bytes,
+                    inbound: false,
                     trailers: None,
                     _attached: log,
                 }
@@ -145,7 +148,7 @@ fn rescue_logged(error: ProxyError, conn: &Connection, mut log: RequestLog) -> R
         ProxyError::Misdirected => debug!(
             peer = %conn.peer,
             sni = conn.sni.as_deref().unwrap_or(""),
-            host = log.host.as_deref().unwrap_or(""),
+            host = log.host_str(),
             "request host belongs to another policy than the connection's SNI: 421"
         ),
         ProxyError::BadFraming
@@ -153,11 +156,11 @@ fn rescue_logged(error: ProxyError, conn: &Connection, mut log: RequestLog) -> R
         | ProxyError::BadHeader(_)
         | ProxyError::ClientBody(_)
         | ProxyError::UnsupportedProtocol => {
-            debug!(peer = %conn.peer, path = %log.path, error = %error_chain(&error), "bad request")
+            debug!(peer = %conn.peer, path = %log.uri.path(), error = %error_chain(&error), "bad request")
         }
         _ => {
             conn.metrics.upstream_error(error.kind());
-            warn!(peer = %conn.peer, method = %log.method, path = %log.path, error = %error_chain(&error), "upstream error");
+            warn!(peer = %conn.peer, method = %log.method, path = %log.uri.path(), error = %error_chain(&error), "upstream error");
         }
     }
     let response = rescue(&error);
@@ -350,6 +353,20 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// and those `Connection` names. `te: trailers` survives (gRPC needs it end to end), other TE
 /// values do not; `Trailer` is end-to-end in RFC 9110 and is kept so trailers pass through.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    const HOP_BY_HOP: [&HeaderName; 8] = [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ];
+    // Most messages carry none of them: one pass over the names present, no hashing.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -366,16 +383,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     if trailers {
@@ -438,13 +446,26 @@ struct RequestLog {
     conn: Arc<Connection>,
     started: Instant,
     method: http::Method,
-    path: String,
-    host: Option<String>,
+    uri: http::Uri,
+    host: Option<HeaderValue>,
     status: u16,
     upstream: Option<Duration>,
-    bytes_in: Arc<AtomicU64>,
-    bytes_out: Arc<AtomicU64>,
+    /// Only when the access log is on.
+    bytes: Option<Arc<ByteCounts>>,
     in_flight: InFlight,
+}
+
+/// Body bytes in each direction, for the access log.
+#[derive(Debug, Default)]
+struct ByteCounts {
+    request: AtomicU64,
+    response: AtomicU64,
+}
+
+impl RequestLog {
+    fn host_str(&self) -> &str {
+        self.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("")
+    }
 }
 
 impl Drop for RequestLog {
@@ -458,12 +479,12 @@ impl Drop for RequestLog {
                 target: "originguard::access",
                 peer = %conn.peer,
                 sni = conn.sni.as_deref().unwrap_or(""),
-                host = self.host.as_deref().unwrap_or(""),
+                host = self.host_str(),
                 method = %self.method,
-                path = %self.path,
+                path = %self.uri.path(),
                 status = self.status,
-                bytes_in = self.bytes_in.load(Ordering::Relaxed),
-                bytes_out = self.bytes_out.load(Ordering::Relaxed),
+                bytes_in = self.bytes.as_ref().map_or(0, |b| b.request.load(Ordering::Relaxed)),
+                bytes_out = self.bytes.as_ref().map_or(0, |b| b.response.load(Ordering::Relaxed)),
                 duration_ms = elapsed.as_secs_f64() * 1e3,
                 upstream_ms = self.upstream.map_or(0.0, |d| d.as_secs_f64() * 1e3),
                 subject = %conn.identity.subject,
@@ -473,11 +494,13 @@ impl Drop for RequestLog {
     }
 }
 
-/// A body that counts the data bytes it yields into `bytes`, and keeps `_attached` alive until
-/// it is done or dropped (the request's log, for responses).
+/// A body that counts the data bytes it yields into `bytes` (when the access log wants them),
+/// and keeps `_attached` alive until it is done or dropped (the request's log, for responses).
 struct Metered<B, A> {
     inner: B,
-    bytes: Arc<AtomicU64>,
+    bytes: Option<Arc<ByteCounts>>,
+    /// Counts into `bytes.request` (else `bytes.response`).
+    inbound: bool,
     /// For request bodies: whose header rules clean the trailers.
     trailers: Option<Arc<Proxy>>,
     _attached: A,
@@ -495,7 +518,10 @@ where
         let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &mut polled {
             if let Some(data) = frame.data_ref() {
-                self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let Some(bytes) = &self.bytes {
+                    let counter = if self.inbound { &bytes.request } else { &bytes.response };
+                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
             } else if let (Some(proxy), Some(trailers)) = (&self.trailers, frame.trailers_mut()) {
                 proxy.header_rules.sanitize_trailers(trailers);
             }

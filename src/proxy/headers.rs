@@ -90,19 +90,20 @@ impl HeaderRules {
         }
     }
 
-    /// Applies the rules to a request's headers.
+    /// Applies the rules to a request's headers: one pass over the names present (no hashing
+    /// unless something is removed).
     pub fn sanitize(&self, headers: &mut HeaderMap) -> Result<(), UnderscoreRejected> {
-        for name in &self.removed {
-            headers.remove(name);
-        }
-        // Only a name with `_` can be another spelling: collect those (rare; no allocation
-        // otherwise), then decide.
         let mut doomed: Vec<HeaderName> = Vec::new();
         for name in headers.keys() {
-            if !name.as_str().as_bytes().contains(&b'_') {
+            let bytes = name.as_str().as_bytes();
+            if !bytes.contains(&b'_') {
+                if self.removed.contains(name) {
+                    doomed.push(name.clone());
+                }
                 continue;
             }
-            if self.is_protected(name.as_str().as_bytes()) {
+            // Only a name with `_` can be another spelling of a protected one.
+            if self.is_protected(bytes) {
                 doomed.push(name.clone());
                 continue;
             }

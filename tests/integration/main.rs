@@ -13,6 +13,7 @@ mod loadtest;
 mod operations;
 mod policy;
 mod properties;
+mod records;
 mod responses;
 mod robustness;
 mod streaming;

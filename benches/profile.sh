@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# perf profile of originguard under pure keep-alive load (or MODE=full / resumed): the server
+# pinned to CPU 0 with one worker thread, an nginx backend and the load generator on CPU 1.
+# Prints the top symbols (self time). Loopback only; bounded (~20 s).
+#
+#   bash benches/profile.sh                # keep-alive requests
+#   MODE=full bash benches/profile.sh      # full handshakes, one request each
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${MODE:-keepalive}
+PORT=${PORT:-18190}
+command -v perf >/dev/null || { echo "profile.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
+cargo build --release --quiet
+og=$PWD/target/release/originguard
+work=$(mktemp -d /tmp/originguard-profile.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+"$og" pki dev --out "$work/pki" >/dev/null
+mkdir -p "$work/tmp"
+cat >"$work/backend.conf" <<EOC
+worker_processes 1; daemon off; pid $work/backend.pid; error_log $work/backend.err warn;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000;
+  client_body_temp_path $work/tmp/b; proxy_temp_path $work/tmp/p; fastcgi_temp_path $work/tmp/f;
+  uwsgi_temp_path $work/tmp/u; scgi_temp_path $work/tmp/s;
+  server { listen 127.0.0.1:$((PORT + 1)); location / { return 200 "ok\n"; } } }
+EOC
+taskset -c 1 nginx -c "$work/backend.conf" -p "$work" & pids+=($!)
+cat >"$work/og.toml" <<EOC
+[listener]
+address = "127.0.0.1:$PORT"
+[tls]
+certificate = "$work/pki/server.pem"
+private_key = "$work/pki/server.key"
+[client_auth]
+trust = ["$work/pki/ca.pem"]
+[upstream]
+url = "http://127.0.0.1:$((PORT + 1))"
+[log]
+level = "warn"
+access_log = false
+EOC
+TOKIO_WORKER_THREADS=1 taskset -c 0 "$og" serve --config "$work/og.toml" 2>"$work/og.err" & og_pid=$!; pids+=($og_pid)
+for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+case $MODE in
+  keepalive) load=(--keep-alive --warmup 1s --duration 14s --server-pid "$og_pid") ;;
+  full) load=(--duration 14s) ;;
+  resumed) load=(--duration 14s --resume) ;;
+esac
+TOKIO_WORKER_THREADS=1 taskset -c 1 "$og" loadtest --target "127.0.0.1:$PORT" --server-name localhost \
+  --cert "$work/pki/client.pem" --key "$work/pki/client.key" --connections 16 "${load[@]}" >"$work/load.txt" & lt=$!
+sleep 2
+perf record -q -F 2000 -g -o "$work/perf.data" -p "$og_pid" -- sleep 8 2>/dev/null
+wait "$lt"
+cat "$work/load.txt"
+perf report -i "$work/perf.data" --no-children --sort dso,symbol -g none --stdio 2>/dev/null | grep -E "^ +[0-9]" | sed -E "s/ +/ /g" | cut -c1-150 | head -${TOP:-60}

@@ -1,0 +1,87 @@
+//! What the proxy puts on the wire, at the TLS record layer: a small proxied response leaves in
+//! one TLS record (TLS test suites such as tlsfuzzer expect it, and it is one write, not two).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use originguard::config::SessionResumption;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+/// A TCP relay in front of `target` that counts the application-data records (content type
+/// 23) the server sends to the client.
+async fn counting_relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+    let addr = listener.local_addr().expect("addr");
+    let records = Arc::new(AtomicUsize::new(0));
+    let counter = records.clone();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.expect("accept");
+        let server = TcpStream::connect(target).await.expect("connect");
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        });
+        // Server to client: forward bytes, parsing record headers as they pass.
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 16384];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            pending.extend_from_slice(&buf[..n]);
+            while pending.len() >= 5 {
+                let len = usize::from(u16::from_be_bytes([pending[3], pending[4]]));
+                if pending.len() < 5 + len {
+                    break;
+                }
+                if pending[0] == 23 {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                pending.drain(..5 + len);
+            }
+        }
+    });
+    (addr, records)
+}
+
+#[tokio::test]
+async fn a_small_proxied_response_arrives_in_one_tls_record() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let mut config = fx.config(&backend.url());
+    // No session tickets: nothing but the response follows the handshake.
+    config.tls.session_resumption = SessionResumption::Off;
+    let proxy = spawn_proxy(config).await;
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let (relay, records) = counting_relay(proxy.addr).await;
+        let client = client_config(&fx.server_ca.der, Some(&fx.client), &[version], &[b"http/1.1"]);
+        let tls = tls_connect(relay, client).await.expect("handshake");
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("http1");
+        tokio::spawn(conn);
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let before = records.load(Ordering::SeqCst);
+            let (status, _, body) = collect(send.send_request(get("/")).await.expect("response")).await;
+            assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(
+                records.load(Ordering::SeqCst) - before,
+                1,
+                "{version:?}: a small response took more than one record"
+            );
+        }
+    }
+    proxy.stop().await;
+}
