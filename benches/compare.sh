@@ -28,6 +28,7 @@
 #
 #   bash benches/compare.sh                 # defaults
 #   DURATION=10s ROUNDS=3 bash benches/compare.sh
+#   MODES=keepalive ROUNDS=3 bash benches/compare.sh     # one mode
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,7 @@ KEEPALIVE_REQUESTS=${KEEPALIVE_REQUESTS:-100}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-benches/last-compare.json}
+MODES=${MODES:-full resumed amortized keepalive}
 BASE_PORT=${BASE_PORT:-18080}
 
 for tool in taskset python3; do
@@ -271,7 +273,7 @@ done
 
 echo "== runs (server on CPU $SERVER_CPU, load + backend on CPU $LOAD_CPU, $CONNS connections, $DURATION each)"
 for round in $(seq 1 "$ROUNDS"); do
-  for mode in full resumed amortized keepalive; do
+  for mode in $MODES; do
     run "$mode" originguard "$og_port" "$pid_originguard"
     run "$mode" nginx "$nginx_port" "$pid_nginx"
     run "$mode" haproxy "$haproxy_port" "$pid_haproxy"

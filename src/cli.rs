@@ -197,7 +197,8 @@ pub struct GuardArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct LoadtestArgs {
-    /// Server address, HOST:PORT.
+    /// Server address: HOST:PORT, or https://HOST[:PORT][/PATH] (sets the server name and the
+    /// request path too).
     #[arg(long)]
     pub target: String,
     /// TLS server name (SNI) and Host header; default: the target's host.
@@ -248,6 +249,25 @@ pub struct LoadtestArgs {
     /// report server CPU per request; repeat for multi-process servers (nginx workers).
     #[arg(long, requires = "keep_alive")]
     pub server_pid: Vec<u32>,
+    /// Open model: start this many connections per second (with --keep-alive: requests per
+    /// second) on a fixed schedule, whatever the server does; latency counts from each intended
+    /// start. --connections caps how many are in flight.
+    #[arg(long, conflicts_with = "hold")]
+    pub rate: Option<f64>,
+    /// TLS versions to offer.
+    #[arg(long, value_enum, default_value = "both")]
+    pub tls_version: crate::loadgen::TlsVersions,
+    /// Key-exchange groups to offer, in order, comma-separated: x25519, x25519mlkem768,
+    /// secp256r1, secp384r1 (default: x25519; with --post-quantum, rustls' default order).
+    #[arg(long, value_delimiter = ',', value_parser = crate::loadgen::parse_group)]
+    pub groups: Option<Vec<rustls::NamedGroup>>,
+    /// Exit 1 when more than this fraction of connections (or keep-alive connections) failed;
+    /// 0 (the default) fails the run on any failure.
+    #[arg(long, default_value_t = 0.0)]
+    pub max_failure_rate: f64,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
     /// Print one JSON object at the end instead of text.
     #[arg(long)]
     pub json: bool,

@@ -7,13 +7,19 @@
 //! handshake-only count would report refused clients as successes. With 0 requests the worker
 //! still reads (after sending close_notify) so such an alert is seen.
 //!
+//! Two load models. Closed (the default): each of `--connections` workers starts its next
+//! connection when the previous one is done. Open (`--rate N`): connections (or, with
+//! `--keep-alive`, requests) start on a fixed schedule whatever the server does, and latency is
+//! measured from the *intended* start, so a stalled server shows up as latency instead of
+//! silently lowering the offered load (coordinated omission).
+//!
 //! Its own cost is kept low: the client key is parsed once, the server certificate is not
 //! verified unless `--ca` is given, and latency goes into per-worker HDR histograms merged at
 //! the end. The report includes the generator's own CPU time per connection, so a run can show
 //! whether the generator or the server was the bottleneck.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -63,8 +69,14 @@ pub struct Options {
     /// Keep each worker's first connection open (idle, after its requests) until the run ends,
     /// instead of opening more: to measure what idle connections cost the server.
     pub hold: bool,
-    /// Show a live progress line (only on a terminal).
+    /// A progress line on stderr every second (rewritten in place on a terminal).
     pub progress: bool,
+    /// Open model: connections per second (with `keep_alive`: requests per second).
+    pub rate: Option<f64>,
+    /// Protocol versions offered.
+    pub tls_versions: TlsVersions,
+    /// Key-exchange groups offered, in order (overrides `post_quantum`).
+    pub groups: Option<Vec<rustls::NamedGroup>>,
     /// Pure keep-alive: open every connection first (handshake + one request), then send
     /// requests on them until the end; only the window after `warmup` is measured, so no
     /// handshake is inside any figure of [`Report::window`].
@@ -95,11 +107,64 @@ impl Options {
             post_quantum: false,
             hold: false,
             progress: false,
+            rate: None,
+            tls_versions: TlsVersions::Both,
+            groups: None,
             keep_alive: false,
             warmup: Duration::from_secs(1),
             server_pids: Vec::new(),
         }
     }
+}
+
+/// `--tls-version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsVersions {
+    #[value(name = "1.2")]
+    Tls12,
+    #[value(name = "1.3")]
+    Tls13,
+    Both,
+}
+
+/// `--groups` names: `x25519`, `x25519mlkem768`, `secp256r1` (`p256`), `secp384r1` (`p384`).
+pub fn parse_group(name: &str) -> Result<rustls::NamedGroup, String> {
+    Ok(match name.trim().to_ascii_lowercase().as_str() {
+        "x25519" => rustls::NamedGroup::X25519,
+        "x25519mlkem768" => rustls::NamedGroup::X25519MLKEM768,
+        "secp256r1" | "p256" | "p-256" => rustls::NamedGroup::secp256r1,
+        "secp384r1" | "p384" | "p-384" => rustls::NamedGroup::secp384r1,
+        other => {
+            return Err(format!(
+                "unknown group {other:?} (expected x25519, x25519mlkem768, secp256r1 or secp384r1)"
+            ))
+        }
+    })
+}
+
+/// Splits `--target`: `HOST:PORT`, or `https://HOST[:PORT][/PATH]` (port 443 by default).
+/// Returns the address to connect to, the host (for SNI and Host) when a URL gave it, and the
+/// path when the URL had one.
+pub fn parse_target(target: &str) -> Result<(String, Option<String>, Option<String>), String> {
+    let Some(rest) = target.strip_prefix("https://") else {
+        if target.contains("://") {
+            return Err(format!("--target {target}: only https:// URLs or HOST:PORT"));
+        }
+        return Ok((target.to_string(), None, None));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(rest[i..].to_string())),
+        None => (rest, None),
+    };
+    let uri: http::uri::Authority = authority
+        .parse()
+        .map_err(|_| format!("--target {target}: invalid host or port"))?;
+    let host = uri.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    let address = match uri.port_u16() {
+        Some(_) => authority.to_string(),
+        None => format!("{}:443", uri.host()),
+    };
+    Ok((address, Some(host), path))
 }
 
 /// The outcome of a run (`--json` prints it as is).
@@ -146,22 +211,35 @@ pub struct Window {
 
 #[derive(Debug, Serialize)]
 pub struct Latency {
+    pub min: u64,
     pub p50: u64,
     pub p90: u64,
     pub p99: u64,
+    pub p999: u64,
     pub max: u64,
     pub mean: f64,
+    pub stdev: f64,
 }
 
 impl Latency {
     fn of(h: &Histogram<u64>) -> Latency {
         Latency {
+            min: h.min(),
             p50: h.value_at_quantile(0.50),
             p90: h.value_at_quantile(0.90),
             p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
             max: h.max(),
             mean: h.mean(),
+            stdev: h.stdev(),
         }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "min {}  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.0}  stdev {:.0}",
+            self.min, self.p50, self.p90, self.p99, self.p999, self.max, self.mean, self.stdev
+        )
     }
 }
 
@@ -183,26 +261,61 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let cpu_before = process_cpu_us();
     let started = Instant::now();
 
-    let progress = (options.progress && std::io::stderr().is_terminal()).then(|| {
+    let progress = options.progress.then(|| {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let s = started.elapsed().as_secs_f64();
-                let ok = shared.successes.load(Ordering::Relaxed);
-                eprint!(
-                    "\r{s:6.1}s  {:9.0} conn/s  ok {ok}  failed {}   ",
-                    ok as f64 / s,
-                    shared.failures_seen.load(Ordering::Relaxed)
-                );
-            }
+        spawn_progress(move || {
+            let s = started.elapsed().as_secs_f64();
+            let ok = shared.successes.load(Ordering::Relaxed);
+            format!(
+                "{s:6.1}s  {:9.0} conn/s  ok {ok}  failed {}",
+                ok as f64 / s,
+                shared.failures_seen.load(Ordering::Relaxed)
+            )
         })
     });
 
+    let mut total = WorkerStats::new();
+    if let Some(rate) = options.rate {
+        // Open model: connection i is meant to start at `started + i / rate`; at most
+        // `--connections` are in flight (beyond that a start waits, and the wait counts in its
+        // latency, which runs from the intended start).
+        let worker = Arc::new(Worker {
+            target,
+            server_name: server_name.clone(),
+            connector: connector.clone(),
+            options: options.clone(),
+            shared: shared.clone(),
+            deadline,
+        });
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(options.connections.max(1)));
+        let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+        let mut tasks = Vec::new();
+        for i in 0u32.. {
+            let intended = started + interval * i;
+            if intended >= deadline || options.handshakes.is_some_and(|n| u64::from(i) >= n) {
+                break;
+            }
+            tokio::time::sleep_until(intended.into()).await;
+            let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+            shared.attempts.fetch_add(1, Ordering::Relaxed);
+            let worker = worker.clone();
+            tasks.push(tokio::spawn(async move {
+                let _permit = permit;
+                let mut stats = WorkerStats::new();
+                stats.attempts = 1;
+                worker.one(&mut stats, intended).await;
+                stats
+            }));
+        }
+        for task in tasks {
+            total.merge(task.await.context("load task panicked")?);
+        }
+    }
     let mut workers = Vec::with_capacity(options.connections);
     for _ in 0..options.connections.max(1) {
+        if options.rate.is_some() {
+            break;
+        }
         let worker = Worker {
             target,
             server_name: server_name.clone(),
@@ -213,14 +326,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         };
         workers.push(tokio::spawn(worker.run()));
     }
-    let mut total = WorkerStats::new();
     for worker in workers {
         total.merge(worker.await.context("load worker panicked")?);
     }
-    if let Some(progress) = progress {
-        progress.abort();
-        eprintln!();
-    }
+    end_progress(progress);
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu_us()
         .zip(cpu_before)
@@ -239,13 +348,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         handshakes_per_s: total.successes as f64 / elapsed,
         requests: total.requests,
         requests_per_s: total.requests as f64 / elapsed,
-        latency_us: Latency {
-            p50: h.value_at_quantile(0.50),
-            p90: h.value_at_quantile(0.90),
-            p99: h.value_at_quantile(0.99),
-            max: h.max(),
-            mean: h.mean(),
-        },
+        latency_us: Latency::of(h),
         failures: total.failures,
         bytes_sent: total.bytes_sent.load(Ordering::Relaxed),
         bytes_received: total.bytes_received.load(Ordering::Relaxed),
@@ -285,6 +388,8 @@ async fn run_keep_alive(
     let mut handshakes = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
     let mut failures = BTreeMap::new();
     let mut senders = Vec::new();
+    let count = Arc::new(AtomicU64::new(0));
+    let count_for_progress = count.clone();
     // Every connection is open before requests start, so the window holds no handshake.
     let opening: Vec<_> = (0..options.connections.max(1))
         .map(|_| {
@@ -308,8 +413,15 @@ async fn run_keep_alive(
         }
     }
     let established = senders.len() as u64;
+    let progress = options.progress.then(|| {
+        let count = count_for_progress.clone();
+        let start = Instant::now();
+        spawn_progress(move || {
+            let s = start.elapsed().as_secs_f64();
+            format!("{s:6.1}s  {:9.0} req/s", count.load(Ordering::Relaxed) as f64 / s)
+        })
+    });
 
-    let count = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let authority = options.server_name.clone().unwrap_or_else(|| options.target.clone());
@@ -317,16 +429,33 @@ async fn run_keep_alive(
     for (mut send, driver) in senders {
         let (count, measuring, stop) = (count.clone(), measuring.clone(), stop.clone());
         let (path, authority) = (options.path.clone(), authority.clone());
+        // Open model: each connection carries `rate / connections` requests a second, on a
+        // schedule; latency runs from each request's intended start.
+        let interval = options
+            .rate
+            .map(|rate| Duration::from_secs_f64(established as f64 / rate.max(1e-3)));
+        let offset = interval.map_or(Duration::ZERO, |i| {
+            i.mul_f64(tasks.len() as f64 / established.max(1) as f64)
+        });
         tasks.push(tokio::spawn(async move {
             let _driver = driver;
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
             let mut failure = None;
+            let mut next = Instant::now() + offset;
             while !stop.load(Ordering::Relaxed) {
                 let request = Request::get(path.as_str())
                     .header(http::header::HOST, authority.as_str())
                     .body(Empty::<Bytes>::new())
                     .expect("a GET with a path and a host is valid");
-                let sent = Instant::now();
+                let sent = match interval {
+                    Some(interval) => {
+                        tokio::time::sleep_until(next.into()).await;
+                        let intended = next;
+                        next += interval;
+                        intended
+                    }
+                    None => Instant::now(),
+                };
                 let outcome = async {
                     let response = send.send_request(request).await.map_err(|e| classify_chain(&e))?;
                     let status = response.status();
@@ -338,8 +467,8 @@ async fn run_keep_alive(
                 };
                 match tokio::time::timeout(CONNECTION_TIMEOUT, outcome).await {
                     Ok(Ok(())) => {
+                        count.fetch_add(1, Ordering::Relaxed);
                         if measuring.load(Ordering::Relaxed) {
-                            count.fetch_add(1, Ordering::Relaxed);
                             let _ =
                                 latency.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
                         }
@@ -373,6 +502,7 @@ async fn run_keep_alive(
         .zip(client_before)
         .map_or(0, |(a, b)| a.saturating_sub(b));
     stop.store(true, Ordering::Relaxed);
+    end_progress(progress);
 
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
     for task in tasks {
@@ -428,7 +558,7 @@ impl Report {
         let mut out = format!(
             "target {}  connections {}  mode {}  requests/connection {}\n\
              {:.1} s: {} attempts, {} ok ({} resumed), {:.0} conn/s, {:.0} req/s\n\
-             handshake latency (µs): p50 {}  p90 {}  p99 {}  max {}  mean {:.0}\n\
+             handshake latency (µs): {}\n\
              bytes sent {}  received {}  client CPU {:.0} µs/connection\n",
             self.target,
             self.connections,
@@ -444,11 +574,7 @@ impl Report {
             self.resumed,
             self.handshakes_per_s,
             self.requests_per_s,
-            self.latency_us.p50,
-            self.latency_us.p90,
-            self.latency_us.p99,
-            self.latency_us.max,
-            self.latency_us.mean,
+            self.latency_us.text(),
             self.bytes_sent,
             self.bytes_received,
             self.client_cpu_us_per_connection,
@@ -456,16 +582,12 @@ impl Report {
         if let Some(w) = &self.window {
             out.push_str(&format!(
                 "keep-alive window {:.1} s: {} requests, {:.0} req/s\n\
-                 request latency (µs): p50 {}  p90 {}  p99 {}  max {}  mean {:.0}\n\
+                 request latency (µs): {}\n\
                  client CPU {:.1} µs/request",
                 w.seconds,
                 w.requests,
                 w.requests_per_s,
-                w.request_latency_us.p50,
-                w.request_latency_us.p90,
-                w.request_latency_us.p99,
-                w.request_latency_us.max,
-                w.request_latency_us.mean,
+                w.request_latency_us.text(),
                 w.client_cpu_us_per_request,
             ));
             match w.server_cpu_us_per_request {
@@ -579,25 +701,30 @@ impl Worker {
                 }
                 break;
             }
-            match tokio::time::timeout(CONNECTION_TIMEOUT, self.connection(&stats, started)).await {
-                Ok(Ok(outcome)) => {
-                    stats.successes += 1;
-                    stats.resumed += u64::from(outcome.resumed);
-                    stats.requests += u64::from(self.options.requests_per_connection);
-                    let _ = stats.latency.record(outcome.handshake_us.max(1));
-                    self.shared.successes.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Err(reason)) => {
-                    *stats.failures.entry(reason).or_default() += 1;
-                    self.shared.failures_seen.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    *stats.failures.entry("timeout".into()).or_default() += 1;
-                    self.shared.failures_seen.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            self.one(&mut stats, started).await;
         }
         stats
+    }
+
+    /// One connection started (or meant to start) at `started`, recorded in `stats`.
+    async fn one(&self, stats: &mut WorkerStats, started: Instant) {
+        match tokio::time::timeout(CONNECTION_TIMEOUT, self.connection(stats, started)).await {
+            Ok(Ok(outcome)) => {
+                stats.successes += 1;
+                stats.resumed += u64::from(outcome.resumed);
+                stats.requests += u64::from(self.options.requests_per_connection);
+                let _ = stats.latency.record(outcome.handshake_us.max(1));
+                self.shared.successes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Err(reason)) => {
+                *stats.failures.entry(reason).or_default() += 1;
+                self.shared.failures_seen.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                *stats.failures.entry("timeout".into()).or_default() += 1;
+                self.shared.failures_seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     async fn connection(&self, stats: &WorkerStats, started: Instant) -> Result<Outcome, String> {
@@ -606,9 +733,7 @@ impl Worker {
 
     /// One connection: handshake and requests. Returns what keeps the connection open.
     async fn open(&self, stats: &WorkerStats, started: Instant) -> Result<(Outcome, Held), String> {
-        let tcp = TcpStream::connect(self.target)
-            .await
-            .map_err(|_| "connect".to_string())?;
+        let tcp = TcpStream::connect(self.target).await.map_err(|e| connect_failure(&e))?;
         let _ = tcp.set_nodelay(true);
         let io = Counting {
             inner: tcp,
@@ -683,6 +808,53 @@ struct Outcome {
     resumed: bool,
 }
 
+/// `connect_<errno>` (`connect_econnrefused`), so a full backlog or an exhausted port range is
+/// told apart from a refusal.
+fn connect_failure(error: &std::io::Error) -> String {
+    let name = match error.raw_os_error() {
+        Some(111) => "econnrefused",
+        Some(110) => "etimedout",
+        Some(104) => "econnreset",
+        Some(99) => "eaddrnotavail",
+        Some(98) => "eaddrinuse",
+        Some(24) => "emfile",
+        Some(23) => "enfile",
+        Some(101) => "enetunreach",
+        Some(113) => "ehostunreach",
+        Some(105) => "enobufs",
+        Some(n) => return format!("connect_errno_{n}"),
+        None => return format!("connect_{:?}", error.kind()).to_ascii_lowercase(),
+    };
+    format!("connect_{name}")
+}
+
+/// A progress line every second on stderr: rewritten in place on a terminal, one line per
+/// second otherwise (logs, CI).
+fn spawn_progress(line: impl Fn() -> String + Send + 'static) -> tokio::task::JoinHandle<()> {
+    let terminal = std::io::stderr().is_terminal();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let mut err = std::io::stderr().lock();
+            let _ = match terminal {
+                true => write!(err, "\r{}   ", line()),
+                false => writeln!(err, "{}", line()),
+            };
+        }
+    })
+}
+
+fn end_progress(progress: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(progress) = progress {
+        progress.abort();
+        if std::io::stderr().is_terminal() {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
+
 /// A failure label: `alert_<description>` for a TLS alert from the server, else a short kind.
 fn classify(error: &std::io::Error) -> String {
     match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
@@ -747,8 +919,21 @@ fn server_name(options: &Options) -> anyhow::Result<ServerName<'static>> {
 
 fn client_config(options: &Options) -> anyhow::Result<Arc<ClientConfig>> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    if !options.post_quantum {
-        provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    match &options.groups {
+        Some(groups) => {
+            let all = rustls::crypto::aws_lc_rs::ALL_KX_GROUPS;
+            provider.kx_groups = groups
+                .iter()
+                .map(|g| {
+                    all.iter()
+                        .find(|k| k.name() == *g)
+                        .copied()
+                        .with_context(|| format!("--groups: {g:?} is not available"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        None if !options.post_quantum => provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
+        None => {}
     }
     // Offer AES-128-GCM first, as Cloudflare does towards origins (rustls would offer AES-256
     // first, which moves every peer onto the costlier SHA-384 key schedule).
@@ -763,8 +948,13 @@ fn client_config(options: &Options) -> anyhow::Result<Arc<ClientConfig>> {
     let provider = Arc::new(provider);
     let chain = load::certificates(&options.cert)?;
     let key = load::private_key(&options.key)?;
+    let versions: &[&rustls::SupportedProtocolVersion] = match options.tls_versions {
+        TlsVersions::Tls12 => &[&rustls::version::TLS12],
+        TlsVersions::Tls13 => &[&rustls::version::TLS13],
+        TlsVersions::Both => rustls::DEFAULT_VERSIONS,
+    };
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .with_protocol_versions(versions)
         .context("protocol versions")?;
     let builder = match &options.ca {
         Some(ca) => {

@@ -52,10 +52,11 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo { listen } => runtime()?.block_on(demo::run(listen)),
         Command::Loadtest(args) => {
             let duration = config::parse_duration(&args.duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+            let (target, url_host, url_path) = loadgen::parse_target(&args.target).map_err(anyhow::Error::msg)?;
             let json = args.json;
             let options = loadgen::Options {
-                target: args.target,
-                server_name: args.server_name,
+                target,
+                server_name: args.server_name.or(url_host),
                 ca: args.ca,
                 cert: args.cert,
                 key: args.key,
@@ -68,10 +69,13 @@ fn run(command: Command) -> anyhow::Result<()> {
                 handshakes: args.handshakes,
                 resume: args.resume,
                 requests_per_connection: args.requests_per_connection,
-                path: args.path,
+                path: url_path.unwrap_or(args.path),
                 post_quantum: args.post_quantum,
                 hold: args.hold,
-                progress: !json,
+                progress: !args.quiet,
+                rate: args.rate,
+                tls_versions: args.tls_version,
+                groups: args.groups,
                 keep_alive: args.keep_alive,
                 warmup: config::parse_duration(&args.warmup).map_err(|e| anyhow::anyhow!("--warmup: {e}"))?,
                 server_pids: args.server_pid,
@@ -80,6 +84,14 @@ fn run(command: Command) -> anyhow::Result<()> {
             match json {
                 true => println!("{}", serde_json::to_string(&report)?),
                 false => print!("{}", report.text()),
+            }
+            let failed: u64 = report.failures.values().sum();
+            let tried = report.attempts.max(1);
+            if failed as f64 / tried as f64 > args.max_failure_rate {
+                anyhow::bail!(
+                    "{failed} of {tried} connections failed (more than --max-failure-rate {})",
+                    args.max_failure_rate
+                );
             }
             Ok(())
         }

@@ -116,8 +116,17 @@ pub struct Live {
     pub metrics: Arc<Metrics>,
     /// True while listening and not draining (`/readyz`).
     pub ready: AtomicBool,
-    /// Bumped by every [`Live::publish`]: open connections re-judge their clients.
-    generation: watch::Sender<u64>,
+    /// What open connections must react to: a new generation (re-judge the client), the drain
+    /// starting (close gracefully) and ending (close now). One channel, so a connection task
+    /// checks one thing per wake-up instead of one per event.
+    events: watch::Sender<Events>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Events {
+    generation: u64,
+    draining: bool,
+    drain_ended: bool,
 }
 
 impl Live {
@@ -127,7 +136,7 @@ impl Live {
             current: ArcSwap::from_pointee(proxy),
             metrics,
             ready: AtomicBool::new(false),
-            generation: watch::Sender::new(0),
+            events: watch::Sender::new(Events::default()),
         })
     }
 
@@ -135,7 +144,7 @@ impl Live {
     /// its client against it.
     pub fn publish(&self, proxy: Proxy) {
         self.current.store(Arc::new(proxy));
-        self.generation.send_modify(|g| *g += 1);
+        self.events.send_modify(|e| e.generation += 1);
     }
 }
 
@@ -143,7 +152,6 @@ impl Live {
 #[derive(Clone)]
 struct Shared {
     live: Arc<Live>,
-    shutdown: CancellationToken,
     tracker: TaskTracker,
     drain_end: CancellationToken,
 }
@@ -159,7 +167,6 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
     live.ready.store(true, Ordering::Release);
     let shared = Shared {
         live: live.clone(),
-        shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
         drain_end: CancellationToken::new(),
     };
@@ -191,6 +198,9 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
             },
             () = shutdown.cancelled() => break,
         };
+        // Read before the generation itself, so a reload in between can only cause an extra
+        // re-check, never a missed one.
+        let generation = live.events.borrow().generation;
         let proxy = live.current.load_full();
         if !net::allowed(&proxy.listener.allow_peers, peer.ip()) {
             // Closed before any TLS work: the gate is there to make unwanted peers cheap.
@@ -202,12 +212,14 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
             stream,
             peer,
             proxy,
+            generation,
             shared.clone(),
             permit,
             handshake_permit,
         ));
     }
     live.ready.store(false, Ordering::Release);
+    live.events.send_modify(|e| e.draining = true);
     drop(listener);
     let drain_timeout = live.current.load().drain_timeout;
     let tracker = &shared.tracker;
@@ -219,6 +231,7 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
             "drain timeout: closing remaining connections"
         );
         shared.drain_end.cancel();
+        live.events.send_modify(|e| e.drain_ended = true);
         // Tunnels and connections close at once on `drain_end`; give them a moment to do so.
         let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     }
@@ -231,6 +244,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
+    generation: u64,
     shared: Shared,
     permit: OwnedSemaphorePermit,
     handshake_permit: OwnedSemaphorePermit,
@@ -336,7 +350,13 @@ async fn connection(
     let io = TokioIo::new(Watched::new(tls, activity.clone(), !h2));
     let mut http = pin!(proxy.http.serve_connection_with_upgrades(io, service));
     let listener = &proxy.listener;
-    let mut generations = shared.live.generation.subscribe();
+    let mut events = shared.live.events.subscribe();
+    let mut seen = Events {
+        generation,
+        ..Events::default()
+    };
+    // The state at subscription counts as news: a drain may already have begun.
+    events.mark_changed();
     let mut watching = true;
     let mut closing: Option<Instant> = None;
     loop {
@@ -354,26 +374,32 @@ async fn connection(
                 }
                 break;
             }
-            () = shared.shutdown.cancelled(), if closing.is_none() => {
-                closing = Some(Instant::now() + proxy.drain_timeout);
-                http.as_mut().graceful_shutdown();
-            }
-            () = shared.drain_end.cancelled() => break,
-            () = tokio::time::sleep_until(close_at.into()), if closing.is_none() => {
-                debug!(%peer, "connection reached max_connection_age or its certificate expired: closing");
-                closing = Some(Instant::now() + proxy.drain_timeout);
-                http.as_mut().graceful_shutdown();
-            }
-            changed = generations.changed(), if watching && closing.is_none() => {
+            changed = events.changed(), if watching => {
                 if changed.is_err() {
                     watching = false;
                     continue;
                 }
-                if let Err(reason) = still_trusted(&shared.live, conn.sni.as_deref(), &chain) {
-                    info!(%peer, %reason, subject = %conn.identity.subject, "reloaded policy refuses this client: closing its connection");
+                let now = *events.borrow_and_update();
+                if now.drain_ended {
+                    break;
+                }
+                if now.draining && closing.is_none() {
                     closing = Some(Instant::now() + proxy.drain_timeout);
                     http.as_mut().graceful_shutdown();
                 }
+                if now.generation != seen.generation && closing.is_none() {
+                    if let Err(reason) = still_trusted(&shared.live, conn.sni.as_deref(), &chain) {
+                        info!(%peer, %reason, subject = %conn.identity.subject, "reloaded policy refuses this client: closing its connection");
+                        closing = Some(Instant::now() + proxy.drain_timeout);
+                        http.as_mut().graceful_shutdown();
+                    }
+                }
+                seen = now;
+            }
+            () = tokio::time::sleep_until(close_at.into()), if closing.is_none() => {
+                debug!(%peer, "connection reached max_connection_age or its certificate expired: closing");
+                closing = Some(Instant::now() + proxy.drain_timeout);
+                http.as_mut().graceful_shutdown();
             }
             () = tokio::time::sleep_until(force_at.into()) => {
                 if closing.is_some() {

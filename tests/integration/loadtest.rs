@@ -144,3 +144,171 @@ async fn hold_keeps_connections_open_until_the_end() {
     assert_eq!(report.successes, 5);
     proxy.stop().await;
 }
+
+fn loadtest_cli(fx: &Fixture, target: &str, cert: &str, extra: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_originguard"));
+    command
+        .args(["loadtest", "--target", target])
+        .args(["--cert", fx.path(&format!("{cert}.pem")).to_str().expect("utf-8")])
+        .args(["--key", fx.path(&format!("{cert}.key")).to_str().expect("utf-8")])
+        .args(extra);
+    command
+}
+
+#[tokio::test]
+async fn pure_keep_alive_measures_requests_on_established_connections_only() {
+    let fx = Fixture::new();
+    write_client(&fx, "good", &fx.client);
+    let backend = Backend::tcp().await;
+    let proxy = spawn_proxy(fx.config(&backend.url())).await;
+    let pid = std::process::id().to_string();
+    let out = loadtest_cli(
+        &fx,
+        &format!("https://localhost:{}/ka", proxy.addr.port()),
+        "good",
+        &[
+            "--connections",
+            "3",
+            "--keep-alive",
+            "--warmup",
+            "200ms",
+            "--duration",
+            "1s",
+            "--server-pid",
+            &pid,
+            "--json",
+        ],
+    )
+    .output()
+    .await
+    .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    // Exactly three handshakes: the connections opened before the window.
+    assert_eq!(report["successes"], 3, "{report}");
+    let window = &report["window"];
+    let requests = window["requests"].as_u64().expect("requests");
+    assert!(requests > 0, "{report}");
+    assert!(window["server_cpu_us"].as_u64().is_some(), "{report}");
+    for key in ["min", "p50", "p90", "p99", "p999", "max", "mean", "stdev"] {
+        assert!(window["request_latency_us"][key].is_number(), "{key} missing: {report}");
+    }
+    // The URL gave the server name and the path; the backend saw every request on /ka.
+    assert!(backend.requests().iter().all(|seen| seen.uri == "/ka"));
+    assert!(backend.count() as u64 >= requests + 3);
+    // No terminal: progress goes to stderr as lines.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("req/s"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn open_model_starts_connections_on_schedule_and_failures_set_the_exit_status() {
+    let fx = Fixture::new();
+    write_client(&fx, "good", &fx.client);
+    write_client(&fx, "stranger", &Ca::root("stranger").leaf(Leaf::client("x")));
+    let backend = Backend::tcp().await;
+    let proxy = spawn_proxy(fx.config(&backend.url())).await;
+    let target = proxy.addr.to_string();
+    let args = [
+        "--server-name",
+        "localhost",
+        "--rate",
+        "40",
+        "--duration",
+        "1s",
+        "--connections",
+        "8",
+        "--json",
+    ];
+    let out = loadtest_cli(&fx, &target, "good", &args).output().await.expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    // Intended starts at 0, 25 ms, ... 975 ms: forty, whatever the server did.
+    assert_eq!(report["attempts"], 40, "{report}");
+    assert_eq!(report["successes"], 40, "{report}");
+
+    // Every connection refused: exit 1, unless the failure rate is allowed.
+    let refused = loadtest_cli(
+        &fx,
+        &target,
+        "stranger",
+        &[
+            "--server-name",
+            "localhost",
+            "--handshakes",
+            "3",
+            "--tls-version",
+            "1.2",
+        ],
+    )
+    .output()
+    .await
+    .expect("run");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("3 of 3 connections failed"));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("alert_unknown_ca"));
+    let tolerated = loadtest_cli(
+        &fx,
+        &target,
+        "stranger",
+        &[
+            "--server-name",
+            "localhost",
+            "--handshakes",
+            "3",
+            "--max-failure-rate",
+            "1",
+        ],
+    )
+    .output()
+    .await
+    .expect("run");
+    assert!(tolerated.status.success());
+
+    // Connect errors keep their errno.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let out = loadtest_cli(
+        &fx,
+        &closed_addr.to_string(),
+        "good",
+        &["--handshakes", "2", "--json", "--max-failure-rate", "1"],
+    )
+    .output()
+    .await
+    .expect("run");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["failures"]["connect_econnrefused"], 2, "{report}");
+    proxy.stop().await;
+}
+
+#[test]
+fn targets_and_groups_parse() {
+    assert_eq!(
+        loadgen::parse_target("https://api.example.com/x?y=1"),
+        Ok((
+            "api.example.com:443".into(),
+            Some("api.example.com".into()),
+            Some("/x?y=1".into())
+        ))
+    );
+    assert_eq!(
+        loadgen::parse_target("https://[::1]:8443"),
+        Ok(("[::1]:8443".into(), Some("::1".into()), None))
+    );
+    assert_eq!(
+        loadgen::parse_target("127.0.0.1:8443"),
+        Ok(("127.0.0.1:8443".into(), None, None))
+    );
+    assert!(loadgen::parse_target("http://x:1").is_err());
+    assert_eq!(
+        loadgen::parse_group("X25519MLKEM768"),
+        Ok(rustls::NamedGroup::X25519MLKEM768)
+    );
+    assert!(loadgen::parse_group("ffdhe2048").is_err());
+}
