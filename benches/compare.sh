@@ -249,7 +249,7 @@ run() { # mode server port pid
       for p in $pids_now; do extra+=(--server-pid "$p"); done ;;
   esac
   before=$(cpu_us $pids_now)
-  report=$(TOKIO_WORKER_THREADS=1 taskset -c "$LOAD_CPU" "$og" loadtest --target "127.0.0.1:$port" \
+  report=$(TOKIO_WORKER_THREADS=1 taskset -c "$LOAD_CPU" "$og" loadtest --quiet --target "127.0.0.1:$port" \
     --server-name localhost --cert "$work/pki/client.pem" --key "$work/pki/client.key" \
     --connections "$CONNS" --duration "$DURATION" --json "${extra[@]}")
   after=$(cpu_us $pids_now)
@@ -267,7 +267,7 @@ echo "== warm-up"
 for spec in "originguard $og_port $pid_originguard" "nginx $nginx_port $pid_nginx" "haproxy $haproxy_port $pid_haproxy" \
   "caddy $caddy_port $pid_caddy" "floor $floor_port $pid_floor"; do
   set -- $spec
-  TOKIO_WORKER_THREADS=1 "$og" loadtest --target "127.0.0.1:$2" --server-name localhost \
+  TOKIO_WORKER_THREADS=1 "$og" loadtest --quiet --target "127.0.0.1:$2" --server-name localhost \
     --cert "$work/pki/client.pem" --key "$work/pki/client.key" --handshakes 200 --connections 4 --json >/dev/null
 done
 
@@ -335,7 +335,7 @@ if command -v strace >/dev/null; then
     strace -c -f -o "$work/strace-$name.txt" "${attach[@]}" 2>/dev/null &
     st=$!
     sleep 1
-    report=$(TOKIO_WORKER_THREADS=1 taskset -c "$LOAD_CPU" "$og" loadtest --target "127.0.0.1:$port" \
+    report=$(TOKIO_WORKER_THREADS=1 taskset -c "$LOAD_CPU" "$og" loadtest --quiet --target "127.0.0.1:$port" \
       --server-name localhost --cert "$work/pki/client.pem" --key "$work/pki/client.key" \
       --connections "$CONNS" --keep-alive --warmup 0s --duration 3s --json)
     kill -INT "$st"; wait "$st" 2>/dev/null || true

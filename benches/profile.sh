@@ -48,10 +48,10 @@ case $MODE in
   full) load=(--duration 14s) ;;
   resumed) load=(--duration 14s --resume) ;;
 esac
-TOKIO_WORKER_THREADS=1 taskset -c 1 "$og" loadtest --target "127.0.0.1:$PORT" --server-name localhost \
+TOKIO_WORKER_THREADS=1 taskset -c 1 "$og" loadtest --quiet --target "127.0.0.1:$PORT" --server-name localhost \
   --cert "$work/pki/client.pem" --key "$work/pki/client.key" --connections 16 "${load[@]}" >"$work/load.txt" & lt=$!
 sleep 2
-perf record -q -F 2000 -g -o "$work/perf.data" -p "$og_pid" -- sleep 8 2>/dev/null
+perf record -q -F ${FREQ:-2000} ${CALLGRAPH:--g} -o "$work/perf.data" -p "$og_pid" -- sleep 8 2>/dev/null
 wait "$lt"
 cat "$work/load.txt"
-perf report -i "$work/perf.data" --no-children --sort dso,symbol -g none --stdio 2>/dev/null | grep -E "^ +[0-9]" | sed -E "s/ +/ /g" | cut -c1-150 | head -${TOP:-60}
+perf report -i "$work/perf.data" ${CHILDREN:+--children} ${CHILDREN:---no-children} --sort dso,symbol -g none --stdio 2>/dev/null | grep -E "^ +[0-9]" | sed -E "s/ +/ /g" | cut -c1-150 | head -${TOP:-60}

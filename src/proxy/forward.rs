@@ -52,7 +52,7 @@ pub struct Connection {
     /// The policy the connection's SNI selected; every request must belong to it.
     pub policy: PolicyId,
     pub sni: Option<String>,
-    pub identity: ClientIdentity,
+    pub identity: Arc<ClientIdentity>,
     pub activity: Arc<Activity>,
     pub metrics: Arc<Metrics>,
     /// Upgraded tunnels outlive their HTTP connection task; they are tracked here so the

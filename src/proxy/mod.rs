@@ -54,7 +54,7 @@ use crate::config::{Config, HeadersConfig, ListenerConfig};
 use crate::metrics::Metrics;
 use crate::net;
 use crate::tls::verify::with_handshake_notes;
-use crate::tls::{ClientIdentity, PolicySet, Reason};
+use crate::tls::{PolicySet, Reason};
 use activity::{Activity, Deadline, Watched};
 use forward::Connection;
 use headers::HeaderRules;
@@ -73,7 +73,10 @@ pub struct Proxy {
     pub response_timeout: Duration,
     pub access_log: bool,
     pub drain_timeout: Duration,
+    /// Auto-detects HTTP/1.1 or HTTP/2 (clients without ALPN).
     http: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
 }
 
 impl Proxy {
@@ -91,6 +94,10 @@ impl Proxy {
             .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX))
             // RFC 8441: WebSockets over HTTP/2, translated to HTTP/1.1 upgrades upstream.
             .enable_connect_protocol();
+        // ALPN settles the protocol for almost every connection: serve it directly, without
+        // reading a preface to detect it. Only a client without ALPN gets auto-detection.
+        let http1 = http.clone().http1_only();
+        let h2 = http.clone().http2_only();
         if !l.http2 {
             http = http.http1_only();
         }
@@ -104,6 +111,8 @@ impl Proxy {
             access_log: config.log.access_log,
             drain_timeout: l.drain_timeout,
             http,
+            http1,
+            h2,
         }
     }
 }
@@ -299,10 +308,12 @@ async fn connection(
         return;
     };
     let chain: Vec<CertificateDer<'static>> = chain.iter().map(|c| c.clone().into_owned()).collect();
-    let identity = ClientIdentity::from_leaf(&chain[0]);
+    let identity = proxy.policies.get(policy).verifier.identity(&chain[0]);
     let sni = session.server_name().map(str::to_owned);
     let resumed = matches!(session.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
-    let h2 = session.alpn_protocol() == Some(b"h2");
+    // Some(true): h2, Some(false): http/1.1, None: no ALPN.
+    let alpn_h2 = session.alpn_protocol().map(|p| p == b"h2");
+    let h2 = alpn_h2 == Some(true);
     let handshake_done = Instant::now();
     metrics.handshake_ok(started.elapsed().as_secs_f64(), resumed);
     debug!(
@@ -348,7 +359,12 @@ async fn connection(
     };
 
     let io = TokioIo::new(Watched::new(tls, activity.clone(), !h2));
-    let mut http = pin!(proxy.http.serve_connection_with_upgrades(io, service));
+    let builder = match alpn_h2 {
+        Some(true) => &proxy.h2,
+        Some(false) => &proxy.http1,
+        None => &proxy.http,
+    };
+    let mut http = pin!(builder.serve_connection_with_upgrades(io, service));
     let listener = &proxy.listener;
     let mut events = shared.live.events.subscribe();
     let mut seen = Events {

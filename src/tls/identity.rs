@@ -36,8 +36,12 @@ pub struct ClientIdentity {
 impl ClientIdentity {
     /// Builds the identity from a leaf that the verifier has already accepted.
     pub fn from_leaf(leaf: &CertificateDer<'_>) -> ClientIdentity {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref());
-        let sha256 = hex(digest.as_ref());
+        ClientIdentity::from_leaf_with_digest(leaf, &sha256(leaf.as_ref()))
+    }
+
+    /// [`ClientIdentity::from_leaf`] when the leaf's SHA-256 is already known.
+    pub fn from_leaf_with_digest(leaf: &CertificateDer<'_>, digest: &[u8; 32]) -> ClientIdentity {
+        let sha256 = hex(digest);
         let (subject, uris, dns_names) = match X509Certificate::from_der(leaf.as_ref()) {
             Ok((_, cert)) => {
                 let mut uris = Vec::new();
@@ -235,9 +239,11 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     out
 }

@@ -21,8 +21,10 @@
 //! webpki does not look at KeyUsage). Either refusal is reason `bad_purpose`.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -32,7 +34,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 
 use super::cache::{self, VerifiedCache};
 use super::crl::Revocations;
-use super::identity::{self, sha256};
+use super::identity::{self, sha256, ClientIdentity};
 use super::load::TrustedCa;
 use crate::config::AllowLists;
 
@@ -184,6 +186,9 @@ pub struct ClientVerifier {
     cache: Option<VerifiedCache>,
     /// `verify_depth - 1`: how many intermediates a verified path may contain.
     max_intermediates: usize,
+    /// Identities already derived, by SHA-256 of the leaf: every connection of the same client
+    /// (Cloudflare presents one leaf) shares one, resumed connections included.
+    identities: Mutex<HashMap<[u8; 32], Arc<ClientIdentity>>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -211,7 +216,24 @@ impl ClientVerifier {
             cache: verify_cache.then(|| VerifiedCache::new(cache::CAPACITY)),
             max_intermediates: usize::from(verify_depth.max(1)) - 1,
             algorithms,
+            identities: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The identity of an accepted leaf, derived once per distinct leaf (bounded: the map is
+    /// emptied when it reaches [`cache::CAPACITY`] entries).
+    pub fn identity(&self, leaf: &CertificateDer<'_>) -> Arc<ClientIdentity> {
+        let digest = sha256(leaf.as_ref());
+        let mut identities = self.identities.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(identity) = identities.get(&digest) {
+            return identity.clone();
+        }
+        if identities.len() >= cache::CAPACITY {
+            identities.clear();
+        }
+        let identity = Arc::new(ClientIdentity::from_leaf_with_digest(leaf, &digest));
+        identities.insert(digest, identity.clone());
+        identity
     }
 
     /// Verifies a presented chain against this policy. Returns the earliest notAfter (Unix
@@ -321,7 +343,12 @@ impl ClientCertVerifier for ClientVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         match self.verify(end_entity, intermediates, now) {
             Ok(not_after) => {
-                with_notes(|n| n.chain_not_after.set(Some(not_after)));
+                with_notes(|n| {
+                    n.chain_not_after.set(Some(not_after));
+                    // A full verification starts a new session, even if a ticket was offered
+                    // (and decrypted) first: new tickets count from now.
+                    n.session_started.set(None);
+                });
                 Ok(ClientCertVerified::assertion())
             }
             Err((reason, error)) => {
