@@ -21,7 +21,7 @@ pub enum Command {
     /// Run the proxy.
     Serve {
         /// Configuration file.
-        #[arg(long, short, default_value = "config/originguard.toml")]
+        #[arg(long, short, default_value = "config/originguard.toml", env = "ORIGINGUARD_CONFIG")]
         config: PathBuf,
     },
     /// Run a self-contained demo: throwaway PKI, built-in echo backend, proxy on 127.0.0.1.
@@ -32,8 +32,12 @@ pub enum Command {
     },
     /// Validate a configuration exactly as `serve` would and print the effective policy.
     Check {
-        #[arg(long, short, default_value = "config/originguard.toml")]
+        /// Configuration file.
+        #[arg(long, short, default_value = "config/originguard.toml", env = "ORIGINGUARD_CONFIG")]
         config: PathBuf,
+        /// Exit 1 when there is any warning (for ExecStartPre= and CI).
+        #[arg(long)]
+        strict: bool,
     },
     /// TLS handshake load generator (mTLS).
     Loadtest(LoadtestArgs),

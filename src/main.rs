@@ -36,15 +36,18 @@ fn run(command: Command) -> anyhow::Result<()> {
             app::init_logging(&config.log);
             runtime()?.block_on(async { app::serve(config, policies, signal::shutdown()).await })
         }
-        Command::Check { config } => {
+        Command::Check { config, strict } => {
             let (config, policies) = app::load(&config)?;
             print!("{}", check::describe(&config, &policies));
             let warnings = check::warnings(&policies, time::OffsetDateTime::now_utc());
             if warnings.is_empty() {
                 println!("warnings: none");
             }
-            for warning in warnings {
+            for warning in &warnings {
                 println!("warning: {warning}");
+            }
+            if strict && !warnings.is_empty() {
+                anyhow::bail!("{} warning(s) and --strict", warnings.len());
             }
             println!("ok");
             Ok(())

@@ -103,6 +103,18 @@ fn trusted_cas_from_pem(path: &Path, bytes: &[u8], source: &str) -> Result<Vec<T
             let anchor = webpki::anchor_from_trusted_cert(&der)
                 .map_err(|e| LoadError::new(path, format!("certificate #{}: not a usable CA: {e}", i + 1)))?
                 .to_owned();
+            // webpki would take any certificate as an anchor; a leaf here verifies no client
+            // (clients are issued by a CA, not by a leaf) and locks every one of them out.
+            if !is_ca(&der) {
+                return Err(LoadError::new(
+                    path,
+                    format!(
+                        "certificate #{} is not a CA (no basicConstraints CA:TRUE): trust the CA that issued \
+                         the client certificates, not a client or server certificate",
+                        i + 1
+                    ),
+                ));
+            }
             Ok(TrustedCa {
                 der,
                 anchor,
@@ -110,6 +122,21 @@ fn trusted_cas_from_pem(path: &Path, bytes: &[u8], source: &str) -> Result<Vec<T
             })
         })
         .collect()
+}
+
+/// Whether a certificate says it is a CA (basicConstraints CA:TRUE).
+pub fn is_ca(der: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(der.as_ref())
+        .ok()
+        .and_then(|(_, cert)| cert.basic_constraints().ok().flatten().map(|bc| bc.value.ca))
+        .unwrap_or(false)
+}
+
+/// notAfter (Unix seconds) of a certificate, if it parses.
+pub fn not_after(der: &CertificateDer<'_>) -> Option<i64> {
+    x509_parser::parse_x509_certificate(der.as_ref())
+        .ok()
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
 }
 
 #[cfg(test)]

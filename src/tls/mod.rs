@@ -43,6 +43,15 @@ pub struct Policy {
     pub verifier: Arc<ClientVerifier>,
 }
 
+/// A Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
+pub(crate) fn utc(unix: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
 /// Where a policy's settings live in the config file, for error messages.
 pub(crate) struct Keys {
     pub name: String,
@@ -82,6 +91,20 @@ impl Policy {
         let from_load = |key: String| move |e: load::LoadError| ConfigError::new(file, key, e);
 
         let server_chain = load::certificates(certificate).map_err(from_load(keys.certificate.clone()))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if let Some(expired) = load::not_after(&server_chain[0]).filter(|t| *t < now) {
+            return Err(ConfigError::new(
+                file,
+                keys.certificate.clone(),
+                format!(
+                    "{}: the server certificate expired on {} (every client, Cloudflare included, refuses it)",
+                    certificate.display(),
+                    utc(expired)
+                ),
+            ));
+        }
         let key = load::private_key(private_key).map_err(from_load(keys.private_key.clone()))?;
 
         let mut cas = Vec::new();
@@ -94,6 +117,14 @@ impl Policy {
             }
         }
 
+        if !cas.is_empty() && cas.iter().all(|ca| load::not_after(&ca.der).is_some_and(|t| t < now)) {
+            return Err(ConfigError::new(
+                file,
+                format!("{}.trust", keys.client_auth),
+                "every trusted CA has expired: no client certificate can be verified (add the CA that \
+                 issues the current client certificates)",
+            ));
+        }
         let algorithms = server::provider().signature_verification_algorithms;
         let mut revocations = Revocations::default();
         for (i, path) in auth.crl.iter().enumerate() {

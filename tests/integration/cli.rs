@@ -387,3 +387,64 @@ async fn json_access_log_parses_and_carries_the_identity() {
     assert_eq!(sha.len(), 64);
     assert!(access["duration_ms"].as_f64().is_some() && access["upstream_ms"].as_f64().is_some());
 }
+
+#[test]
+fn check_refuses_what_would_lock_every_client_out_and_strict_fails_on_warnings() {
+    let fx = Fixture::new();
+    // A client leaf where a CA belongs.
+    let leaf = fx.write("leaf.pem", &fx.client.pem);
+    let out = check(&fx.write(
+        "leaf.toml",
+        &config_text(&fx, &format!("trust = [\"{}\"]", leaf.display())),
+    ));
+    assert_eq!(out.status.code(), Some(78), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("client_auth.trust[0]") && stderr(&out).contains("is not a CA"),
+        "{}",
+        stderr(&out)
+    );
+    // Every trusted CA expired.
+    let expired = Ca::root_valid_for("expired CA", time::Duration::seconds(-60));
+    let path = fx.write("expired.pem", &expired.pem);
+    let out = check(&fx.write(
+        "expired.toml",
+        &config_text(&fx, &format!("trust = [\"{}\"]", path.display())),
+    ));
+    assert_eq!(out.status.code(), Some(78), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("client_auth.trust: every trusted CA has expired"),
+        "{}",
+        stderr(&out)
+    );
+    // An expired server certificate.
+    let old = fx.server_ca.leaf(Leaf {
+        not_before: time::OffsetDateTime::now_utc() - time::Duration::days(10),
+        not_after: time::OffsetDateTime::now_utc() - time::Duration::days(1),
+        ..Leaf::server()
+    });
+    fx.write("server.pem", &old.pem);
+    fx.write("server.key", &old.key_pem);
+    let out = check(&fx.write("server.toml", &config_text(&fx, "trust = [\"cloudflare\"]")));
+    assert_eq!(out.status.code(), Some(78), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("tls.certificate") && stderr(&out).contains("expired on"),
+        "{}",
+        stderr(&out)
+    );
+    // --strict: a warning (only the shared Cloudflare CA) fails the check; without it, it passes.
+    let fresh = fx.server_ca.leaf(Leaf::server());
+    fx.write("server.pem", &fresh.pem);
+    fx.write("server.key", &fresh.key_pem);
+    let path = fx.write("warn.toml", &config_text(&fx, "trust = [\"cloudflare\"]"));
+    assert!(check(&path).status.success());
+    let strict = run(&["check", "--strict", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(strict.status.code(), Some(1), "{}", stdout(&strict));
+    assert!(stderr(&strict).contains("--strict"), "{}", stderr(&strict));
+    // ORIGINGUARD_CONFIG is the fallback for --config.
+    let env = Command::new(BIN)
+        .arg("check")
+        .env("ORIGINGUARD_CONFIG", &path)
+        .output()
+        .expect("run");
+    assert!(env.status.success(), "{}", String::from_utf8_lossy(&env.stderr));
+}
