@@ -8,9 +8,8 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, ConfigError, LogConfig, LogFormat};
+use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Live, Proxy};
 use crate::reload::Reloader;
@@ -22,45 +21,6 @@ pub fn load(path: &std::path::Path) -> Result<(Config, PolicySet), ConfigError> 
     let config = Config::load(path)?;
     let policies = PolicySet::build(&config)?;
     Ok((config, policies))
-}
-
-/// Installs the global tracing subscriber. `RUST_LOG`, when set, overrides `log.level`.
-///
-/// Logging never takes the process down: a line that cannot be written (stderr piped into a
-/// reader that went away, a full pipe to a crashed log shipper) is dropped and counted in
-/// `originguard_log_dropped_total`, and tracing-subscriber's own fallback (`eprintln!`, which
-/// panics when stderr is gone) is off.
-pub fn init_logging(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .log_internal_errors(false)
-        .with_writer(|| DroppingStderr);
-    let _ = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
-
-/// stderr, where a failed write is dropped and counted instead of reported.
-struct DroppingStderr;
-
-impl std::io::Write for DroppingStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.write_all(buf).map(|()| buf.len())
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        if std::io::stderr().lock().write_all(buf).is_err() {
-            crate::metrics::LOG_DROPPED.inc();
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        let _ = std::io::stderr().flush();
-        Ok(())
-    }
 }
 
 /// Binds the configured listeners and runs until `shutdown` resolves, then drains.

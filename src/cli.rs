@@ -19,18 +19,32 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy.
+    #[command(
+        after_help = "Examples:\n  originguard serve --config /etc/originguard/originguard.toml\n  \
+        ORIGINGUARD_CONFIG=/etc/originguard/originguard.toml originguard serve\n\n\
+        Signals: SIGHUP reloads (keeping the last good state on error); SIGTERM/SIGINT drain and exit 0."
+    )]
     Serve {
         /// Configuration file.
         #[arg(long, short, default_value = "config/originguard.toml", env = "ORIGINGUARD_CONFIG")]
         config: PathBuf,
     },
     /// Run a self-contained demo: throwaway PKI, built-in echo backend, proxy on 127.0.0.1.
+    #[command(
+        after_help = "Examples:\n  originguard demo\n  originguard demo --listen 127.0.0.1:9443\n\n\
+        It prints the curl commands that succeed (with the client certificate) and fail (without)."
+    )]
     Demo {
         /// Address for the proxy.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
     },
     /// Validate a configuration exactly as `serve` would and print the effective policy.
+    #[command(
+        after_help = "Examples:\n  originguard check --config /etc/originguard/originguard.toml\n  \
+        originguard check --strict      # in ExecStartPre= or CI: any warning fails\n\n\
+        Exit status: 0 valid, 78 invalid configuration or certificate file, 1 warnings with --strict."
+    )]
     Check {
         /// Configuration file.
         #[arg(long, short, default_value = "config/originguard.toml", env = "ORIGINGUARD_CONFIG")]
@@ -56,6 +70,8 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
     /// Write a development PKI (CA, server and client certificates). Never for production.
+    #[command(after_help = "Examples:\n  originguard pki dev --out certs/dev\n  \
+        originguard pki dev --out certs/dev --days 30 --force   # replace an existing one")]
     Dev {
         /// Output directory (created if missing).
         #[arg(long)]
@@ -63,21 +79,33 @@ pub enum PkiCommand {
         /// Validity in days.
         #[arg(long, default_value_t = 825)]
         days: i64,
+        /// Overwrite existing files (by default an existing ca.key, or any other file, is kept and
+        /// the command fails).
+        #[arg(long)]
+        force: bool,
     },
     /// Make your own CA for zone-level / per-hostname Authenticated Origin Pulls.
+    #[command(after_help = "Examples:\n  originguard pki custom-ca --out aop/ca\n  \
+        originguard pki custom-ca --out aop/ca --key-type p256 --common-name \"Example origin-pull CA\"\n\n\
+        Keep ca.key offline; it prints the trust = [...] line for the config.")]
     CustomCa {
         /// Output directory for ca.pem and ca.key (never overwritten).
         #[arg(long)]
         out: PathBuf,
+        /// Key algorithm of the CA.
         #[arg(long, value_enum, default_value = "rsa4096")]
         key_type: crate::pki::KeyType,
+        /// The CA's common name (CN).
         #[arg(long, default_value = "originguard origin-pull CA")]
         common_name: String,
+        /// Validity in days.
         #[arg(long, default_value_t = 3650)]
         days: i64,
     },
     /// Issue a client certificate directly from a CA made by `pki custom-ca` (to upload to
     /// Cloudflare).
+    #[command(after_help = "Examples:\n  originguard pki client --ca aop/ca --out aop/client\n  \
+        originguard cloudflare enable --zone $ZONE --zone-cert aop/client/client.pem aop/client/client.key")]
     Client {
         /// Directory holding ca.pem and ca.key.
         #[arg(long)]
@@ -85,10 +113,13 @@ pub enum PkiCommand {
         /// Output directory for client.pem and client.key.
         #[arg(long)]
         out: PathBuf,
+        /// Key algorithm of the client certificate.
         #[arg(long, value_enum, default_value = "p256")]
         key_type: crate::pki::KeyType,
+        /// The client certificate's common name (CN).
         #[arg(long, default_value = "cloudflare-origin-pull")]
         common_name: String,
+        /// Validity in days.
         #[arg(long, default_value_t = 825)]
         days: i64,
     },
@@ -98,6 +129,10 @@ pub enum PkiCommand {
 #[derive(Debug, Subcommand)]
 pub enum CloudflareCommand {
     /// Show the zone's Authenticated Origin Pulls settings and certificates.
+    #[command(
+        after_help = "Examples:\n  CLOUDFLARE_API_TOKEN=... originguard cloudflare status --zone $ZONE\n  \
+        originguard cloudflare status --zone $ZONE --hostname api.example.com --json"
+    )]
     Status {
         #[command(flatten)]
         api: ApiArgs,
@@ -107,9 +142,14 @@ pub enum CloudflareCommand {
     },
     /// Turn a level on: upload (and wait until active) where needed, after checking that the
     /// local config accepts the certificate Cloudflare will present.
+    #[command(after_help = "Examples:\n  originguard cloudflare enable --zone $ZONE --global\n  \
+        originguard cloudflare enable --zone $ZONE --zone-cert client.pem client.key --dry-run\n  \
+        originguard cloudflare enable --zone $ZONE --hostname api.example.com --cert api.pem --key api.key")]
     Enable {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        change: ChangeArgs,
         #[command(flatten)]
         level: LevelArgs,
         #[command(flatten)]
@@ -118,19 +158,31 @@ pub enum CloudflareCommand {
         guard: GuardArgs,
     },
     /// Turn a level off.
+    #[command(after_help = "Examples:\n  originguard cloudflare disable --zone $ZONE --global\n  \
+        originguard cloudflare disable --zone $ZONE --hostname api.example.com")]
     Disable {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        change: ChangeArgs,
         #[command(flatten)]
         level: LevelArgs,
     },
     /// Replace the certificate Cloudflare presents: upload, wait until active, switch, delete the
     /// old one.
+    #[command(
+        after_help = "Examples:\n  originguard cloudflare rotate --zone $ZONE --cert new.pem --key new.key\n  \
+        originguard cloudflare rotate --zone $ZONE --hostname api.example.com --cert new.pem --key new.key"
+    )]
     Rotate {
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        change: ChangeArgs,
+        /// The new client certificate (PEM) Cloudflare will present.
         #[arg(long)]
         cert: PathBuf,
+        /// Its private key (PEM).
         #[arg(long)]
         key: PathBuf,
         /// Rotate this hostname's per-hostname certificate (default: the zone-level one).
@@ -152,6 +204,11 @@ pub struct ApiArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of the commands that change something at Cloudflare.
+#[derive(Debug, clap::Args)]
+pub struct ChangeArgs {
     /// Print the requests that would change something instead of sending them.
     #[arg(long)]
     pub dry_run: bool,
@@ -183,8 +240,10 @@ pub struct LevelArgs {
 /// The certificate and key for per-hostname `enable`.
 #[derive(Debug, clap::Args)]
 pub struct HostCertArgs {
+    /// The per-hostname client certificate (PEM) to upload.
     #[arg(long, requires = "hostname")]
     pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
     #[arg(long, requires = "hostname")]
     pub key: Option<PathBuf>,
 }
@@ -192,7 +251,7 @@ pub struct HostCertArgs {
 #[derive(Debug, clap::Args)]
 pub struct GuardArgs {
     /// The local config that must accept the certificate Cloudflare will present.
-    #[arg(long, default_value = "config/originguard.toml")]
+    #[arg(long, default_value = "config/originguard.toml", env = "ORIGINGUARD_CONFIG")]
     pub config: PathBuf,
     /// Skip the lock-out check.
     #[arg(long)]

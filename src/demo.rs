@@ -20,7 +20,7 @@ use crate::{app, pki};
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let shutdown = crate::signal::shutdown();
     let dir = TempDir::new()?;
-    pki::write_dev(dir.path(), 365)?;
+    pki::write_dev(dir.path(), 365, false)?;
 
     let backend = TcpListener::bind("127.0.0.1:0")
         .await
@@ -47,7 +47,7 @@ access_log = true
     let config_path = dir.path().join("originguard.toml");
     std::fs::write(&config_path, toml)?;
     let (config, policies) = app::load(&config_path)?;
-    app::init_logging(&config.log);
+    crate::logging::init(&config.log);
 
     let host = match listen {
         SocketAddr::V4(a) => a.ip().to_string(),

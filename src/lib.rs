@@ -37,6 +37,7 @@ pub mod cloudflare;
 pub mod config;
 pub mod demo;
 pub mod loadgen;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pki;

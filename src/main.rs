@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use originguard::cli::{ApiArgs, Cli, CloudflareCommand, Command, HostCertArgs, LevelArgs, PkiCommand};
+use originguard::cli::{ApiArgs, ChangeArgs, Cli, CloudflareCommand, Command, HostCertArgs, LevelArgs, PkiCommand};
 use originguard::config::ConfigError;
 use originguard::tls::load::LoadError;
 use originguard::{app, check, cloudflare, config, demo, loadgen, pki, signal};
@@ -33,7 +33,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => {
             let (config, policies) = app::load(&config)?;
-            app::init_logging(&config.log);
+            originguard::logging::init(&config.log);
             runtime()?.block_on(async { app::serve(config, policies, signal::shutdown()).await })
         }
         Command::Check { config, strict } => {
@@ -138,9 +138,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pki {
-            command: PkiCommand::Dev { out, days },
+            command: PkiCommand::Dev { out, days, force },
         } => {
-            pki::write_dev(&out, days)?;
+            pki::write_dev(&out, days, force)?;
             println!("wrote a development PKI to {} (NOT for production):", out.display());
             for file in pki::DEV_FILES {
                 println!("  {}", out.join(file).display());
@@ -151,15 +151,18 @@ fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn cloudflare_command(command: CloudflareCommand) -> anyhow::Result<()> {
-    let session = |api: &ApiArgs| -> anyhow::Result<cloudflare::Session> {
+    let session = |api: &ApiArgs, change: Option<&ChangeArgs>| -> anyhow::Result<cloudflare::Session> {
         let duration =
             |flag: &str, value: &str| config::parse_duration(value).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+        let dry_run = change.is_some_and(|c| c.dry_run);
         Ok(cloudflare::Session {
-            api: cloudflare::Api::new(&api.api_base, std::env::var("CLOUDFLARE_API_TOKEN").ok(), api.dry_run)?,
+            api: cloudflare::Api::new(&api.api_base, std::env::var("CLOUDFLARE_API_TOKEN").ok(), dry_run)?,
             zone: api.zone.clone(),
             json: api.json,
-            wait: duration("wait", &api.wait)?,
-            poll_interval: duration("poll-interval", &api.poll_interval)?,
+            wait: change.map_or(Ok(std::time::Duration::ZERO), |c| duration("wait", &c.wait))?,
+            poll_interval: change.map_or(Ok(std::time::Duration::ZERO), |c| {
+                duration("poll-interval", &c.poll_interval)
+            })?,
         })
     };
     let level = |l: &LevelArgs, c: Option<&HostCertArgs>| -> anyhow::Result<cloudflare::Level> {
@@ -179,31 +182,35 @@ async fn cloudflare_command(command: CloudflareCommand) -> anyhow::Result<()> {
         })
     };
     match command {
-        CloudflareCommand::Status { api, hostname } => cloudflare::status(&session(&api)?, &hostname).await,
+        CloudflareCommand::Status { api, hostname } => cloudflare::status(&session(&api, None)?, &hostname).await,
         CloudflareCommand::Enable {
             api,
+            change,
             level: l,
             host_cert,
             guard,
         } => {
             cloudflare::enable(
-                &session(&api)?,
+                &session(&api, Some(&change))?,
                 &level(&l, Some(&host_cert))?,
                 &guard.config,
                 guard.force,
             )
             .await
         }
-        CloudflareCommand::Disable { api, level: l } => cloudflare::disable(&session(&api)?, &level(&l, None)?).await,
+        CloudflareCommand::Disable { api, change, level: l } => {
+            cloudflare::disable(&session(&api, Some(&change))?, &level(&l, None)?).await
+        }
         CloudflareCommand::Rotate {
             api,
+            change,
             cert,
             key,
             hostname,
             guard,
         } => {
             cloudflare::rotate(
-                &session(&api)?,
+                &session(&api, Some(&change))?,
                 hostname.as_deref(),
                 &cert,
                 &key,

@@ -10,7 +10,10 @@
 //! | `originguard_request_duration_seconds` | histogram | |
 //! | `originguard_upstream_errors_total` | counter | `kind`: `connect`, `reset`, `timeout`, `bad_request`, `misdirected`, `unsupported` |
 //! | `originguard_reloads_total` | counter | `result`: `ok`, `error` |
-//! | `originguard_certificate_not_after_seconds` | gauge | `role`: `server`, `client_ca`; `subject` |
+//! | `originguard_certificate_not_after_seconds` | gauge | `role`: `server`, `client_ca`; `subject`; `sha256` (lowercase hex of the DER) |
+//! | `originguard_build_info` | gauge (1) | `version` |
+//! | `originguard_verify_cache_total` | counter | `result`: `hit`, `miss` |
+//! | `originguard_tls_negotiated_total` | counter | `version`: `1.2`, `1.3`; `group`: `X25519`, `X25519MLKEM768`, `secp256r1`, `secp384r1`, `secp521r1`, `other` |
 //! | `originguard_peers_refused_total` | counter | (connections closed by `listener.allow_peers`) |
 //! | `originguard_log_dropped_total` | counter | (log lines that could not be written) |
 //!
@@ -48,6 +51,19 @@ struct KindLabel {
 struct CertLabel {
     role: &'static str,
     subject: String,
+    /// Two CAs may share a subject (the rotation recipe): the fingerprint keeps them apart.
+    sha256: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NegotiatedLabel {
+    version: &'static str,
+    group: &'static str,
 }
 
 /// Every handshake outcome label, in a fixed order.
@@ -75,6 +91,13 @@ const COMMON_CODES: [u16; 18] = [
 /// Log lines the process could not write. Process-wide, like the log itself: the writer has no
 /// handle on a `Metrics`.
 pub static LOG_DROPPED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
+/// Verified-chain cache lookups (`originguard_verify_cache_total{result}`): process-wide, since
+/// every reload builds new verifiers and the counts must survive it.
+static VERIFY_CACHE: std::sync::LazyLock<Family<ResultLabel, Counter>> = std::sync::LazyLock::new(Family::default);
+pub static VERIFY_CACHE_HITS: std::sync::LazyLock<Counter> =
+    std::sync::LazyLock::new(|| VERIFY_CACHE.get_or_create(&ResultLabel { result: "hit" }).clone());
+pub static VERIFY_CACHE_MISSES: std::sync::LazyLock<Counter> =
+    std::sync::LazyLock::new(|| VERIFY_CACHE.get_or_create(&ResultLabel { result: "miss" }).clone());
 
 /// The process's metrics.
 pub struct Metrics {
@@ -92,6 +115,7 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     not_after: Family<CertLabel, Gauge>,
     peers_refused: Counter,
+    negotiated: Family<NegotiatedLabel, Counter>,
     /// Serializes certificate-gauge refreshes (clear + set).
     cert_lock: Mutex<()>,
 }
@@ -182,6 +206,30 @@ impl Metrics {
             "Log lines dropped because writing them failed (stderr closed or full)",
             LOG_DROPPED.clone(),
         );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        registry.register(
+            "originguard_build_info",
+            "1, labelled with the version of the running binary",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "originguard_verify_cache",
+            "Verified-chain cache lookups on full handshakes: hit (CA signatures skipped) or miss",
+            VERIFY_CACHE.clone(),
+        );
+        // Both series exist from the start.
+        let _ = (&*VERIFY_CACHE_HITS, &*VERIFY_CACHE_MISSES);
+        let negotiated = Family::<NegotiatedLabel, Counter>::default();
+        registry.register(
+            "originguard_tls_negotiated",
+            "Successful handshakes by TLS version (1.2, 1.3) and key-exchange group (X25519, X25519MLKEM768, secp256r1, ...)",
+            negotiated.clone(),
+        );
         Arc::new(Metrics {
             registry,
             handshakes,
@@ -195,6 +243,7 @@ impl Metrics {
             reloads,
             not_after,
             peers_refused,
+            negotiated,
             cert_lock: Mutex::new(()),
         })
     }
@@ -213,6 +262,11 @@ impl Metrics {
         if resumed {
             self.resumed.inc();
         }
+    }
+
+    /// Counts what a successful handshake negotiated.
+    pub fn negotiated(&self, version: &'static str, group: &'static str) {
+        self.negotiated.get_or_create(&NegotiatedLabel { version, group }).inc();
     }
 
     pub fn handshake_failed(&self, reason: Reason) {
@@ -268,6 +322,7 @@ impl Metrics {
                         .get_or_create(&CertLabel {
                             role,
                             subject: summary.subject,
+                            sha256: summary.sha256.replace(':', "").to_ascii_lowercase(),
                         })
                         .set(t.unix_timestamp());
                 }

@@ -30,8 +30,16 @@ pub const DEV_FILES: [&str; 6] = [
 
 /// Writes `ca.pem ca.key server.pem server.key client.pem client.key` into `dir` (created if
 /// missing). Certificates are valid from an hour ago for `valid_days`.
-pub fn write_dev(dir: &Path, valid_days: i64) -> anyhow::Result<()> {
+pub fn write_dev(dir: &Path, valid_days: i64, force: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    if !force {
+        if let Some(existing) = DEV_FILES.iter().map(|f| dir.join(f)).find(|p| p.exists()) {
+            anyhow::bail!(
+                "{}: already exists; not overwriting a PKI (a CA key above all) without --force",
+                existing.display()
+            );
+        }
+    }
     let not_before = OffsetDateTime::now_utc() - Duration::hours(1);
     let not_after = not_before + Duration::days(valid_days);
 

@@ -52,6 +52,9 @@ pub struct Connection {
     /// The policy the connection's SNI selected; every request must belong to it.
     pub policy: PolicyId,
     pub sni: Option<String>,
+    /// `1.2` or `1.3`, for the access log.
+    pub tls_version: &'static str,
+    pub resumed: bool,
     pub identity: Arc<ClientIdentity>,
     pub activity: Arc<Activity>,
     pub metrics: Arc<Metrics>,
@@ -64,6 +67,8 @@ pub struct Connection {
     pub drain_end: CancellationToken,
 }
 
+static CF_RAY: HeaderName = HeaderName::from_static("cf-ray");
+static CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
 static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 static SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
 static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
@@ -78,8 +83,17 @@ pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Re
         host: None,
         status: 0,
         upstream: None,
-        // Byte counts are for the access log only.
+        version: request.version(),
+        // Byte counts and correlation headers are for the access log only.
         bytes: conn.proxy.access_log.then(|| Arc::new(ByteCounts::default())),
+        correlation: conn.proxy.access_log.then(|| {
+            let h = request.headers();
+            Box::new([
+                h.get(header::USER_AGENT).cloned(),
+                h.get(&CF_RAY).cloned(),
+                h.get(&CF_CONNECTING_IP).cloned(),
+            ])
+        }),
         in_flight: conn.activity.begin(),
         conn: conn.clone(),
     };
@@ -165,6 +179,9 @@ fn rescue_logged(error: ProxyError, conn: &Connection, mut log: RequestLog) -> R
     }
     let response = rescue(&error);
     log.status = response.status().as_u16();
+    if let (Some(bytes), Some(len)) = (&log.bytes, http_body::Body::size_hint(response.body()).exact()) {
+        bytes.response.store(len, Ordering::Relaxed);
+    }
     response
 }
 
@@ -447,7 +464,10 @@ struct RequestLog {
     started: Instant,
     method: http::Method,
     uri: http::Uri,
+    version: Version,
     host: Option<HeaderValue>,
+    /// User-Agent, CF-Ray, CF-Connecting-IP: to correlate with Cloudflare's logs (access log on).
+    correlation: Option<Box<[Option<HeaderValue>; 3]>>,
     status: u16,
     upstream: Option<Duration>,
     /// Only when the access log is on.
@@ -466,6 +486,19 @@ impl RequestLog {
     fn host_str(&self) -> &str {
         self.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("")
     }
+
+    fn correlation(&self, i: usize) -> &str {
+        self.correlation
+            .as_ref()
+            .and_then(|c| c[i].as_ref())
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// Milliseconds, rounded to the microsecond.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 impl Drop for RequestLog {
@@ -483,14 +516,28 @@ impl Drop for RequestLog {
                 method = %self.method,
                 path = %self.uri.path(),
                 status = self.status,
+                http_version = http_version(self.version),
+                tls_version = conn.tls_version,
+                resumed = conn.resumed,
                 bytes_in = self.bytes.as_ref().map_or(0, |b| b.request.load(Ordering::Relaxed)),
                 bytes_out = self.bytes.as_ref().map_or(0, |b| b.response.load(Ordering::Relaxed)),
-                duration_ms = elapsed.as_secs_f64() * 1e3,
-                upstream_ms = self.upstream.map_or(0.0, |d| d.as_secs_f64() * 1e3),
+                duration_ms = ms(elapsed),
+                upstream_ms = self.upstream.map_or(0.0, ms),
+                user_agent = self.correlation(0),
                 subject = %conn.identity.subject,
                 sha256 = %conn.identity.sha256,
+                cf_ray = self.correlation(1),
+                cf_connecting_ip = self.correlation(2),
             );
         }
+    }
+}
+
+fn http_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        _ => "1.1",
     }
 }
 

@@ -32,7 +32,7 @@ pub mod upstream;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -267,30 +267,29 @@ async fn connection(
         let mut acceptor = LazyConfigAcceptor::new(Acceptor::default(), stream);
         let start = match (&mut acceptor).await {
             Ok(start) => start,
-            Err(error) => return Err((error, acceptor.take_io())),
+            Err(error) => return Err((error, acceptor.take_io(), None)),
         };
         // The policy is chosen from the ClientHello, before the certificate request, so each
         // host advertises and verifies against its own CAs.
-        let (id, policy) = policies.select(start.client_hello().server_name());
-        start
-            .into_stream(policy.server_config.clone())
-            .into_fallible()
-            .await
-            .map(|tls| (id, tls))
-            .map_err(|(error, io)| (error, Some(io)))
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        let (id, policy) = policies.select(sni.as_deref());
+        match start.into_stream(policy.server_config.clone()).into_fallible().await {
+            Ok(tls) => Ok((id, tls, sni)),
+            Err((error, io)) => Err((error, Some(io), sni)),
+        }
     };
     let handshake = tokio::time::timeout(proxy.listener.handshake_timeout, with_handshake_notes(handshake)).await;
     drop(handshake_permit);
     let (tls, notes) = match handshake {
         Err(_) => {
             metrics.handshake_failed(Reason::Timeout);
-            debug!(%peer, reason = %Reason::Timeout, "handshake failed");
+            log_refusal(Reason::Timeout, peer, None, None, &"no complete handshake in time");
             return;
         }
-        Ok((Err((error, io)), notes)) => {
+        Ok((Err((error, io, sni)), notes)) => {
             let reason = Reason::of_handshake_error(&error, notes.rejection);
             metrics.handshake_failed(reason);
-            debug!(%peer, %reason, %error, "handshake failed");
+            log_refusal(reason, peer, sni.as_deref(), notes.presented.as_ref(), &error);
             if let Some(io) = io {
                 linger_close(io).await;
             }
@@ -298,7 +297,7 @@ async fn connection(
         }
         Ok((Ok(accepted), notes)) => (accepted, notes),
     };
-    let (policy, tls) = tls;
+    let (policy, tls, sni) = tls;
 
     let (_, session) = tls.get_ref();
     // The verifier is mandatory, so a finished handshake has a verified chain; never forward
@@ -309,13 +308,19 @@ async fn connection(
     };
     let chain: Vec<CertificateDer<'static>> = chain.iter().map(|c| c.clone().into_owned()).collect();
     let identity = proxy.policies.get(policy).verifier.identity(&chain[0]);
-    let sni = session.server_name().map(str::to_owned);
     let resumed = matches!(session.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
     // Some(true): h2, Some(false): http/1.1, None: no ALPN.
     let alpn_h2 = session.alpn_protocol().map(|p| p == b"h2");
     let h2 = alpn_h2 == Some(true);
     let handshake_done = Instant::now();
     metrics.handshake_ok(started.elapsed().as_secs_f64(), resumed);
+    metrics.negotiated(
+        match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+            _ => "1.3",
+        },
+        group_name(session.negotiated_key_exchange_group().map(|g| g.name())),
+    );
     debug!(
         %peer,
         sni = sni.as_deref().unwrap_or(""),
@@ -323,7 +328,7 @@ async fn connection(
         subject = %identity.subject,
         resumed,
         alpn = ?session.alpn_protocol().map(String::from_utf8_lossy),
-        handshake_ms = started.elapsed().as_secs_f64() * 1e3,
+        handshake_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
         "handshake ok"
     );
 
@@ -343,6 +348,11 @@ async fn connection(
             .expect("an IP address is a valid header value"),
         policy,
         sni,
+        tls_version: match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+            _ => "1.3",
+        },
+        resumed,
         identity,
         activity: activity.clone(),
         metrics,
@@ -437,6 +447,82 @@ async fn connection(
                 }
             }
         }
+    }
+}
+
+/// The `group` label of `originguard_tls_negotiated_total`.
+fn group_name(group: Option<rustls::NamedGroup>) -> &'static str {
+    match group {
+        Some(rustls::NamedGroup::X25519) => "X25519",
+        Some(rustls::NamedGroup::X25519MLKEM768) => "X25519MLKEM768",
+        Some(rustls::NamedGroup::secp256r1) => "secp256r1",
+        Some(rustls::NamedGroup::secp384r1) => "secp384r1",
+        Some(rustls::NamedGroup::secp521r1) => "secp521r1",
+        Some(_) => "other",
+        // A resumed TLS 1.2 session without (EC)DHE.
+        None => "none",
+    }
+}
+
+/// Refused handshakes are logged at `warn`, at most one line a second per reason; the next
+/// line says how many were left out (`left_out`). With the presented leaf's subject, issuer,
+/// SHA-256 and notAfter: the line an operator greps when Cloudflare shows 525/526.
+fn log_refusal(
+    reason: Reason,
+    peer: SocketAddr,
+    sni: Option<&str>,
+    presented: Option<&CertificateDer<'_>>,
+    error: &dyn std::fmt::Display,
+) {
+    let Some(left_out) = REFUSALS.admit(reason) else {
+        debug!(%peer, %reason, %error, "handshake refused");
+        return;
+    };
+    let sni = sni.unwrap_or("");
+    match presented.map(crate::tls::identity::Presented::of) {
+        Some(cert) => warn!(
+            %reason,
+            %peer,
+            sni,
+            subject = %cert.subject,
+            issuer = %cert.issuer,
+            sha256 = %cert.sha256,
+            not_after = %cert.not_after,
+            left_out,
+            %error,
+            "handshake refused"
+        ),
+        None => warn!(%reason, %peer, sni, left_out, %error, "handshake refused"),
+    }
+}
+
+/// Per-reason rate limit for [`log_refusal`]: one line per reason per second.
+struct RateLimit {
+    /// Per reason: the second (Unix + 1; 0 = never) of the last line, and lines left out since.
+    second: [AtomicU64; Reason::COUNT],
+    left_out: [AtomicU64; Reason::COUNT],
+}
+
+static REFUSALS: RateLimit = RateLimit {
+    second: [const { AtomicU64::new(0) }; Reason::COUNT],
+    left_out: [const { AtomicU64::new(0) }; Reason::COUNT],
+};
+
+impl RateLimit {
+    /// `Some(left out since the last line)` when a line may be written now.
+    fn admit(&self, reason: Reason) -> Option<u64> {
+        let i = reason.index();
+        let now = unix_now() + 1;
+        let last = self.second[i].load(Ordering::Relaxed);
+        if last != now
+            && self.second[i]
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.left_out[i].swap(0, Ordering::AcqRel));
+        }
+        self.left_out[i].fetch_add(1, Ordering::Relaxed);
+        None
     }
 }
 

@@ -88,6 +88,10 @@ impl VerifiedCache {
         drop(inner);
         let counter = if hit.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
+        match hit {
+            Some(_) => crate::metrics::VERIFY_CACHE_HITS.inc(),
+            None => crate::metrics::VERIFY_CACHE_MISSES.inc(),
+        };
         hit
     }
 

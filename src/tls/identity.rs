@@ -181,6 +181,36 @@ fn ascii_escaped(bytes: &[u8]) -> String {
     out
 }
 
+/// What the refusal log says about a presented certificate.
+#[derive(Debug)]
+pub struct Presented {
+    pub subject: String,
+    pub issuer: String,
+    /// Lowercase hex SHA-256 of the DER, as in `x-forwarded-client-cert`.
+    pub sha256: String,
+    pub not_after: String,
+}
+
+impl Presented {
+    pub fn of(der: &CertificateDer<'_>) -> Presented {
+        let sha256 = hex(&sha256(der.as_ref()));
+        match X509Certificate::from_der(der.as_ref()) {
+            Ok((_, cert)) => Presented {
+                subject: rfc4514(cert.subject()),
+                issuer: rfc4514(cert.issuer()),
+                sha256,
+                not_after: super::utc(cert.validity().not_after.timestamp()),
+            },
+            Err(_) => Presented {
+                subject: "(unparsable)".into(),
+                issuer: String::new(),
+                sha256,
+                not_after: String::new(),
+            },
+        }
+    }
+}
+
 /// A leaf's subject, for `allow_subjects`.
 pub struct Subject {
     /// RFC 4514 form.

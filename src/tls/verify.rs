@@ -57,6 +57,14 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// How many reasons there are; [`Reason::index`] is below it.
+    pub const COUNT: usize = 12;
+
+    /// A dense index, for per-reason tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::NoCertificate => "no_certificate",
@@ -119,13 +127,16 @@ pub struct HandshakeNotes {
     rejection: Cell<Option<Reason>>,
     chain_not_after: Cell<Option<u64>>,
     session_started: Cell<Option<u64>>,
+    presented: std::cell::RefCell<Option<CertificateDer<'static>>>,
 }
 
 /// A copy of [`HandshakeNotes`] once the handshake is over.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Notes {
     /// Why the verifier refused the client.
     pub rejection: Option<Reason>,
+    /// The leaf the client presented, when the verifier refused it (for the refusal log).
+    pub presented: Option<CertificateDer<'static>>,
     /// The earliest notAfter (Unix seconds) over the client's verified path: from the
     /// verifier on a full handshake, from the ticket on a resumed one.
     pub chain_not_after: Option<u64>,
@@ -140,6 +151,7 @@ pub async fn with_handshake_notes<F: Future>(handshake: F) -> (F::Output, Notes)
             let output = handshake.await;
             let notes = NOTES.with(|n| Notes {
                 rejection: n.rejection.get(),
+                presented: n.presented.take(),
                 chain_not_after: n.chain_not_after.get(),
                 session_started: n.session_started.get(),
             });
@@ -353,6 +365,8 @@ impl ClientCertVerifier for ClientVerifier {
             }
             Err((reason, error)) => {
                 record_rejection(reason);
+                // Copied on refusal only, for the one log line an operator greps for.
+                with_notes(|n| n.presented.replace(Some(end_entity.clone().into_owned())));
                 Err(error)
             }
         }

@@ -11,6 +11,7 @@ mod headers;
 mod lifecycle;
 mod loadtest;
 mod operations;
+mod operator;
 mod policy;
 mod properties;
 mod records;

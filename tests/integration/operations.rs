@@ -50,17 +50,24 @@ async fn every_metric_name_is_exported() {
         "originguard_upstream_errors_total{kind=\"connect\"}",
         "originguard_reloads_total{result=\"ok\"}",
         "originguard_reloads_total{result=\"error\"}",
-        "originguard_certificate_not_after_seconds{role=\"server\",subject=\"CN=localhost\"}",
-        "originguard_certificate_not_after_seconds{role=\"client_ca\",subject=\"CN=test client CA\"}",
+        "originguard_certificate_not_after_seconds{role=\"server\",subject=\"CN=localhost\",sha256=\"",
+        "originguard_certificate_not_after_seconds{role=\"client_ca\",subject=\"CN=test client CA\",sha256=\"",
         "originguard_peers_refused_total",
+        "originguard_build_info{version=\"",
+        "originguard_verify_cache_total{result=\"hit\"}",
+        "originguard_verify_cache_total{result=\"miss\"}",
+        "originguard_tls_negotiated_total{version=\"1.3\",group=\"",
+        "originguard_log_dropped_total",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
     assert_eq!(metric_value(&text, "originguard_handshakes_total{result=\"ok\"}"), 1.0);
-    let not_after = metric_value(
-        &text,
-        "originguard_certificate_not_after_seconds{role=\"server\",subject=\"CN=localhost\"}",
-    );
+    let not_after: f64 = text
+        .lines()
+        .find(|l| l.starts_with("originguard_certificate_not_after_seconds{role=\"server\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("server expiry gauge");
     let in_days = (not_after - OffsetDateTime::now_utc().unix_timestamp() as f64) / 86400.0;
     assert!(
         (89.0..=91.0).contains(&in_days),

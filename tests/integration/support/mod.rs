@@ -32,7 +32,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 pub use pki::{Ca, ClientCert, Leaf};
-pub use process::{serve, serve_with, ServeOptions};
+pub use process::{serve, serve_with, ServeOptions, Served};
 pub use raw::{RawBackend, WireRequest};
 
 /// Upper bound for any single wait in a test.

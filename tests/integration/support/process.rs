@@ -29,6 +29,8 @@ pub struct Served {
     child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// Every stderr line (JSON) so far, unless `close_stderr`.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// Starts `originguard serve` with the fixture's PKI; `listener_extra` goes into `[listener]`.
@@ -71,11 +73,14 @@ pub async fn serve_with(fx: &Fixture, upstream: &str, options: ServeOptions<'_>)
     let stderr = child.stderr.take().expect("stderr");
     let close = options.close_stderr;
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = log.clone();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stderr).lines();
         let (mut addr, mut admin) = (None, None);
         for line in lines.by_ref() {
             let Ok(line) = line else { return };
+            sink.lock().expect("lock").push(line.clone());
             let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
@@ -94,13 +99,33 @@ pub async fn serve_with(fx: &Fixture, upstream: &str, options: ServeOptions<'_>)
             // Dropping the reader closes the pipe: the next log write gets EPIPE.
             return;
         }
-        for _ in lines {}
+        for line in lines.map_while(Result::ok) {
+            let mut log = sink.lock().expect("lock");
+            if log.len() < 100_000 {
+                log.push(line);
+            }
+        }
     });
     let (addr, admin) = rx.recv_timeout(WAIT).expect("originguard logs its listening addresses");
-    Served { child, addr, admin }
+    Served {
+        child,
+        addr,
+        admin,
+        log,
+    }
 }
 
 impl Served {
+    /// The JSON log lines written so far.
+    pub fn log(&self) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
