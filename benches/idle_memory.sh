@@ -52,11 +52,11 @@ for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && bre
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # Warm up allocator and pools with a short run, then take the baseline.
 "$og" loadtest --quiet --target "127.0.0.1:$PORT" --server-name localhost --cert "$work/pki/client.pem" \
-  --key "$work/pki/client.key" --connections 50 --handshakes 500 --json >/dev/null
+  --key "$work/pki/client.key" --connections 50 --handshakes 500 --max-failure-rate 1 --json >/dev/null
 sleep 1
 before=$(rss_kib "$og_pid")
 "$og" loadtest --quiet --target "127.0.0.1:$PORT" --server-name localhost --cert "$work/pki/client.pem" \
-  --key "$work/pki/client.key" --connections "$N" --duration "$HOLD" --hold --json >"$work/hold.json" &
+  --key "$work/pki/client.key" --connections "$N" --duration "$HOLD" --hold --max-failure-rate 1 --json >"$work/hold.json" &
 lt=$!
 pids+=($lt)
 held=0

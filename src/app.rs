@@ -136,7 +136,11 @@ fn log_policies(config: &Config, policies: &PolicySet) {
             "peer gate on: listener.allow_peers"
         );
     }
-    for warning in check::warnings(policies, OffsetDateTime::now_utc()) {
+    let now = OffsetDateTime::now_utc();
+    for warning in check::config_warnings(config, now)
+        .into_iter()
+        .chain(check::warnings(policies, now))
+    {
         warn!("{warning}");
     }
 }

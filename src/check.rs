@@ -173,6 +173,27 @@ fn describe_policy(out: &mut String, policy: &Policy) {
     }
 }
 
+/// Settings that are legal but going stale.
+pub fn config_warnings(config: &Config, now: OffsetDateTime) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.listener.embedded_cloudflare_ranges {
+        let (y, m, d) = crate::net::CLOUDFLARE_RANGES_AS_OF;
+        let as_of = time::Month::try_from(m)
+            .ok()
+            .and_then(|m| time::Date::from_calendar_date(y, m, d).ok());
+        if let Some(as_of) = as_of {
+            let age = (now.date() - as_of).whole_days();
+            if age > crate::net::STALE_AFTER_DAYS {
+                warnings.push(format!(
+                    "listener.allow_peers: the embedded Cloudflare ranges are {age} days old (as of {as_of}); \
+                     fetch current ones with `originguard cloudflare ips --out FILE` and use \"file:FILE\""
+                ));
+            }
+        }
+    }
+    warnings
+}
+
 /// Things that are legal but probably wrong or soon broken.
 pub fn warnings(policies: &PolicySet, now: OffsetDateTime) -> Vec<String> {
     let mut warnings = Vec::new();
@@ -260,4 +281,27 @@ fn certificate_covers(leaf: &CertificateDer<'_>, name: &str) -> bool {
         return false;
     };
     webpki::EndEntityCert::try_from(leaf).is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&server_name).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_cloudflare_ranges_are_warned_about_once_stale() {
+        let text = "[listener]\nallow_peers = [\"cloudflare\"]\n[tls]\ncertificate = \"s\"\nprivate_key = \"k\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+        let config = Config::from_toml(std::path::Path::new("t.toml"), text).expect("valid");
+        let (y, m, d) = crate::net::CLOUDFLARE_RANGES_AS_OF;
+        let as_of = time::Date::from_calendar_date(y, time::Month::try_from(m).expect("month"), d)
+            .expect("date")
+            .midnight()
+            .assume_utc();
+        assert!(config_warnings(&config, as_of + time::Duration::days(30)).is_empty());
+        let stale = config_warnings(&config, as_of + time::Duration::days(120));
+        assert_eq!(stale.len(), 1);
+        assert!(
+            stale[0].contains("120 days old") && stale[0].contains("cloudflare ips --out"),
+            "{stale:?}"
+        );
+    }
 }

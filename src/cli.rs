@@ -128,6 +128,21 @@ pub enum PkiCommand {
 /// `originguard cloudflare ...`
 #[derive(Debug, Subcommand)]
 pub enum CloudflareCommand {
+    /// Fetch Cloudflare's current IP ranges (no token needed), for `listener.allow_peers`.
+    #[command(after_help = "Examples:\n  originguard cloudflare ips\n  \
+        originguard cloudflare ips --out /etc/originguard/cloudflare-ips.txt   # then allow_peers = [\"file:/etc/originguard/cloudflare-ips.txt\"]\n\n\
+        Run it from a timer and reload: the file is replaced atomically.")]
+    Ips {
+        /// Write the ranges to this file (one CIDR a line, atomically) instead of printing them.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print JSON instead of one range a line.
+        #[arg(long)]
+        json: bool,
+        /// API base URL.
+        #[arg(long, default_value = crate::cloudflare::api::DEFAULT_BASE)]
+        api_base: String,
+    },
     /// Show the zone's Authenticated Origin Pulls settings and certificates.
     #[command(
         after_help = "Examples:\n  CLOUDFLARE_API_TOKEN=... originguard cloudflare status --zone $ZONE\n  \

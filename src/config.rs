@@ -69,6 +69,8 @@ pub struct ListenerConfig {
     pub http2: bool,
     /// Source-address gate; empty = any peer.
     pub allow_peers: Vec<crate::net::IpNet>,
+    /// `allow_peers` includes the embedded Cloudflare ranges (warned about once they age).
+    pub embedded_cloudflare_ranges: bool,
     /// Every connection is closed gracefully once this old.
     pub max_connection_age: Duration,
     /// Connections still in the TLS handshake; beyond it, accepting waits.
@@ -279,23 +281,91 @@ impl Config {
     /// Validates `text`, reporting errors against `file`.
     pub fn from_toml(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let message = e.message().to_string();
-            let key = e
-                .span()
-                .map(|span| locate(text, span.start))
-                .unwrap_or_else(|| "(file)".to_string());
-            ConfigError::new(file, key, message)
+            let (key, position) = match e.span() {
+                Some(span) => (
+                    key_at(text, span.start),
+                    format!(" (line {})", locate(text, span.start)),
+                ),
+                None => (None, String::new()),
+            };
+            let message = format!("{}{position}", plain_message(e.message()));
+            ConfigError::new(file, key.unwrap_or_else(|| "(file)".to_string()), message)
         })?;
         raw.validate(file)
     }
 }
 
-/// "line L, column C" for a byte offset, so a TOML error points into the file.
+/// "L, column C" for a byte offset, so a TOML error points into the file.
 fn locate(text: &str, offset: usize) -> String {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    format!("line {line}, column {column}")
+    format!("{line}, column {column}")
+}
+
+/// The dotted key path (`listener.max_connections`, `hosts[1].client_auth.trust`) of the
+/// `key = value` line at `offset`, from the table headers above it. `None` when the offset is
+/// not on such a line (a header, a syntax error).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split_once('=').map(|(k, _)| k.trim().trim_matches('"'))?;
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let mut table = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for header in text[..line_start].lines().map(str::trim) {
+        if let Some(name) = header.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
+            let name = name.trim().to_string();
+            let n = arrays.entry(name.clone()).and_modify(|n| *n += 1).or_insert(0);
+            table = format!("{name}[{n}]");
+        } else if let Some(name) = header.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            let name = name.trim();
+            // `[hosts.client_auth]` belongs to the latest `[[hosts]]` element.
+            table = match name.split_once('.') {
+                Some((array, rest)) if arrays.contains_key(array) => format!("{array}[{}].{rest}", arrays[array]),
+                _ => name.to_string(),
+            };
+        }
+    }
+    Some(match table.is_empty() {
+        true => key.to_string(),
+        false => format!("{table}.{key}"),
+    })
+}
+
+/// serde's wording in an operator's words: `invalid type: string "10000", expected i64` becomes
+/// `expected an integer, found a string "10000"`.
+fn plain_message(message: &str) -> String {
+    let message = message.trim();
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message.to_string();
+    };
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let expected = match expected {
+        "i64" | "u64" | "i32" | "u32" | "usize" | "an integer" => "an integer",
+        "a boolean" | "bool" => "true or false",
+        "a string" | "a borrowed string" => "a string",
+        "a sequence" => "an array",
+        e if e.starts_with("struct ") || e == "a map" => "a table",
+        e => e,
+    };
+    let found = match found.split_once(' ') {
+        Some(("string", v)) => format!("a string {v}"),
+        Some(("integer", v)) => format!("an integer {}", v.trim_matches('`')),
+        Some(("boolean", v)) => format!("{} (true or false)", v.trim_matches('`')),
+        Some(("floating", v)) => format!("a number {}", v.trim_start_matches("point ").trim_matches('`')),
+        _ => match found {
+            "sequence" => "an array".to_string(),
+            "map" => "a table".to_string(),
+            f => f.to_string(),
+        },
+    };
+    format!("expected {expected}, found {found}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -521,6 +591,7 @@ impl RawConfig {
                 .into_iter()
                 .flatten()
                 .collect(),
+            embedded_cloudflare_ranges: l.allow_peers.iter().any(|p| p == "cloudflare"),
             max_connection_age: duration(file, "listener.max_connection_age", &l.max_connection_age)?,
             max_handshakes: in_range(file, "listener.max_handshakes", l.max_handshakes, 1, 1 << 20)?,
             drain_timeout: duration(file, "listener.drain_timeout", &l.drain_timeout)?,
@@ -947,7 +1018,29 @@ mod tests {
         let text = MINIMAL.replace("[tls]", "[tls]\nverify_clients = false");
         let e = Config::from_toml(Path::new("t.toml"), &text).expect_err("unknown key");
         assert!(e.message.contains("unknown field `verify_clients`"), "{e}");
-        assert!(e.key.starts_with("line 3"), "{e}");
+        assert_eq!(e.key, "tls.verify_clients", "{e}");
+        assert!(e.message.contains("(line 3, column"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key_path_in_plain_words() {
+        let text = MINIMAL.replace("[tls]", "[listener]\nmax_connections = \"10000\"\n[tls]");
+        let e = Config::from_toml(Path::new("/etc/og.toml"), &text).expect_err("type");
+        assert_eq!(e.key, "listener.max_connections");
+        assert!(
+            e.message
+                .starts_with("expected an integer, found a string \"10000\" (line 3, column"),
+            "{e}"
+        );
+        let text = format!("{MINIMAL}\n[[hosts]]\nserver_names = [\"a\"]\n[[hosts]]\nserver_names = [\"b\"]\n[hosts.client_auth]\nverify_depth = \"2\"\n");
+        let e = Config::from_toml(Path::new("t"), &text).expect_err("type");
+        assert_eq!(e.key, "hosts[1].client_auth.verify_depth", "{e}");
+        let text = MINIMAL.replace("[tls]", "[listener]\nhttp2 = \"yes\"\n[tls]");
+        let e = Config::from_toml(Path::new("t"), &text).expect_err("type");
+        assert!(
+            e.message.starts_with("expected true or false, found a string \"yes\""),
+            "{e}"
+        );
     }
 
     #[test]

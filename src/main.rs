@@ -39,7 +39,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Check { config, strict } => {
             let (config, policies) = app::load(&config)?;
             print!("{}", check::describe(&config, &policies));
-            let warnings = check::warnings(&policies, time::OffsetDateTime::now_utc());
+            let now = time::OffsetDateTime::now_utc();
+            let mut warnings = check::config_warnings(&config, now);
+            warnings.extend(check::warnings(&policies, now));
             if warnings.is_empty() {
                 println!("warnings: none");
             }
@@ -182,6 +184,9 @@ async fn cloudflare_command(command: CloudflareCommand) -> anyhow::Result<()> {
         })
     };
     match command {
+        CloudflareCommand::Ips { out, json, api_base } => {
+            cloudflare::ips(&cloudflare::Api::anonymous(&api_base)?, out.as_deref(), json).await
+        }
         CloudflareCommand::Status { api, hostname } => cloudflare::status(&session(&api, None)?, &hostname).await,
         CloudflareCommand::Enable {
             api,

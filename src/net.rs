@@ -68,7 +68,36 @@ pub fn parse_peers(entry: &str) -> Result<Vec<IpNet>, String> {
     if entry == "cloudflare" {
         return Ok(cloudflare_ranges());
     }
+    if let Some(path) = entry.strip_prefix("file:") {
+        return read_peers(std::path::Path::new(path));
+    }
     IpNet::parse(entry).map(|net| vec![net])
+}
+
+/// When the embedded Cloudflare ranges were copied from https://www.cloudflare.com/ips/
+/// (year, month, day): `check` and startup warn once they are older than [`STALE_AFTER_DAYS`].
+pub const CLOUDFLARE_RANGES_AS_OF: (i32, u8, u8) = (2026, 11, 27);
+pub const STALE_AFTER_DAYS: i64 = 90;
+
+/// A `file:` allow-list: one CIDR or address a line, `#` comments. Read at load and on every
+/// reload (`originguard cloudflare ips --out FILE` keeps one current). An empty list is an
+/// error: it would admit every peer.
+fn read_peers(path: &std::path::Path) -> Result<Vec<IpNet>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let nets = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| (i, line.split('#').next().unwrap_or("").trim()))
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(i, line)| IpNet::parse(line).map_err(|e| format!("{}: line {}: {e}", path.display(), i + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if nets.is_empty() {
+        return Err(format!(
+            "{}: no networks (an empty allow-list would admit every peer)",
+            path.display()
+        ));
+    }
+    Ok(nets)
 }
 
 /// Cloudflare's published IPv4 and IPv6 ranges.

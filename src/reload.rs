@@ -56,7 +56,11 @@ impl Reloader {
         for change in &fixed {
             warn!("reload: {change} cannot change while running; restart to apply it");
         }
-        for warning in check::warnings(&policies, OffsetDateTime::now_utc()) {
+        let now = OffsetDateTime::now_utc();
+        for warning in check::config_warnings(&config, now)
+            .into_iter()
+            .chain(check::warnings(&policies, now))
+        {
             warn!("{warning}");
         }
         self.live.metrics.set_certificates(&policies);

@@ -86,6 +86,13 @@ impl Api {
         })
     }
 
+    /// A client for the endpoints that need no token (`/ips`).
+    pub fn anonymous(base: &str) -> anyhow::Result<Api> {
+        let mut api = Api::new(base, None, true)?;
+        api.dry_run = false;
+        Ok(api)
+    }
+
     /// Shortens the retry backoff (tests).
     pub fn with_backoff(mut self, backoff: Duration) -> Api {
         self.backoff = backoff;
@@ -192,10 +199,12 @@ impl Api {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
         let mut request = request.body(Full::new(bytes))?;
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", self.token)).context("token is not a valid header value")?;
-        auth.set_sensitive(true);
-        request.headers_mut().insert(header::AUTHORIZATION, auth);
+        if !self.token.is_empty() {
+            let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token))
+                .context("token is not a valid header value")?;
+            auth.set_sensitive(true);
+            request.headers_mut().insert(header::AUTHORIZATION, auth);
+        }
 
         let exchange = async {
             let tcp = TcpStream::connect((host.as_str(), port)).await?;

@@ -287,6 +287,50 @@ async fn upload(cx: &Session, path: &str, cert: &Path, key: &Path) -> anyhow::Re
     Ok(id)
 }
 
+/// `originguard cloudflare ips`: Cloudflare's current IP ranges (`GET /ips`, no token), printed
+/// or written atomically to `out` (one CIDR a line) for `listener.allow_peers = ["file:..."]`.
+pub async fn ips(api: &Api, out: Option<&std::path::Path>, json: bool) -> anyhow::Result<()> {
+    let result = api.call(Method::GET, "/ips", None).await?;
+    let mut ranges = Vec::new();
+    for key in ["ipv4_cidrs", "ipv6_cidrs"] {
+        for cidr in result[key].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let cidr = cidr.as_str().unwrap_or_default();
+            crate::net::IpNet::parse(cidr).map_err(|e| anyhow::anyhow!("/ips: {e}"))?;
+            ranges.push(cidr.to_string());
+        }
+    }
+    if ranges.is_empty() {
+        anyhow::bail!("/ips: no ranges in the answer");
+    }
+    match out {
+        Some(path) => {
+            let mut text = format!(
+                "# Cloudflare IP ranges (GET /ips), written by originguard cloudflare ips on {}\n",
+                time::OffsetDateTime::now_utc().date()
+            );
+            for range in &ranges {
+                text.push_str(range);
+                text.push('\n');
+            }
+            // Written beside the target and renamed over it: a reload never reads half a file.
+            let tmp = path.with_file_name(format!(
+                ".{}.tmp",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("cloudflare-ips")
+            ));
+            std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot replace", path.display()))?;
+            println!("wrote {} ranges to {}", ranges.len(), path.display());
+        }
+        None if json => println!("{}", serde_json::json!({ "ranges": ranges })),
+        None => {
+            for range in &ranges {
+                println!("{range}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Polls a certificate until `active`, bounded by `cx.wait`.
 async fn wait_active(cx: &Session, path: &str, id: &str) -> anyhow::Result<()> {
     if cx.api.dry_run() {

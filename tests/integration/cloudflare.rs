@@ -133,6 +133,13 @@ async fn handle(request: Request<Incoming>, state: &Mutex<State>) -> Response<Fu
             json!([{ "code": 10429, "message": "rate limited" }]),
         );
     }
+    // The one endpoint that needs no token.
+    if method == Method::GET && path == "/client/v4/ips" {
+        return envelope(
+            StatusCode::OK,
+            json!({ "ipv4_cidrs": ["173.245.48.0/20", "103.21.244.0/22"], "ipv6_cidrs": ["2400:cb00::/32"] }),
+        );
+    }
     if auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
         return envelope(
             StatusCode::FORBIDDEN,
@@ -714,4 +721,57 @@ async fn https_api_bases_are_verified_against_mozillas_roots() {
     );
     assert_eq!(backend.count(), 0);
     proxy.stop().await;
+}
+
+#[tokio::test]
+async fn ips_are_fetched_without_a_token_and_written_for_allow_peers_file() {
+    let fake = FakeCloudflare::start(|_| {}).await;
+    let fx = Fixture::new();
+    let out = fx.path("cloudflare-ips.txt");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_originguard"))
+        .args([
+            "cloudflare",
+            "ips",
+            "--api-base",
+            &fake.base(),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ])
+        .env_remove("CLOUDFLARE_API_TOKEN")
+        .output()
+        .await
+        .expect("run");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = std::fs::read_to_string(&out).expect("written");
+    assert!(
+        text.lines().any(|l| l == "173.245.48.0/20") && text.lines().any(|l| l == "2400:cb00::/32"),
+        "{text}"
+    );
+    // The file is an allow_peers source: read and checked like the config.
+    let d = fx.dir.path().display();
+    let config = |peers: &str| {
+        format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\nallow_peers = [\"{peers}\"]\n[tls]\ncertificate = \"{d}/server.pem\"\n\
+             private_key = \"{d}/server.key\"\n[client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n[upstream]\nurl = \"http://127.0.0.1:9\"\n"
+        )
+    };
+    let check = |path: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_originguard"))
+            .args(["check", "--config", path.to_str().expect("utf-8")])
+            .output()
+            .expect("run")
+    };
+    let good = fx.write("good.toml", &config(&format!("file:{}", out.display())));
+    let ok = check(&good);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("allow_peers: 3 networks"));
+    let empty = fx.write("empty.txt", "# nothing yet\n");
+    let bad = check(&fx.write("bad.toml", &config(&format!("file:{}", empty.display()))));
+    assert_eq!(bad.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("listener.allow_peers[0]") && err.contains("would admit every peer"),
+        "{err}"
+    );
+    assert_eq!(fake.calls(), vec!["GET /client/v4/ips".to_string()]);
 }
