@@ -84,6 +84,21 @@ pub enum PkiCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Create or rotate a session-ticket key file shared by replicas (`tls.ticket_keys`).
+    #[command(
+        after_help = "Examples:\n  originguard pki ticket-keys --out /etc/originguard/ticket.keys\n  \
+        originguard pki ticket-keys --out /etc/originguard/ticket.keys --keep 3   # rotate: new key first\n\n\
+        Distribute the file to every replica (e.g. a Kubernetes Secret) and reload; the first key\n\
+        encrypts, all decrypt. Written atomically with mode 0600."
+    )]
+    TicketKeys {
+        /// The key file (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Keys kept in all, the new one included: older tickets stay readable until then.
+        #[arg(long, default_value_t = 3)]
+        keep: usize,
+    },
     /// Make your own CA for zone-level / per-hostname Authenticated Origin Pulls.
     #[command(after_help = "Examples:\n  originguard pki custom-ca --out aop/ca\n  \
         originguard pki custom-ca --out aop/ca --key-type p256 --common-name \"Example origin-pull CA\"\n\n\

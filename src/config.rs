@@ -85,6 +85,8 @@ pub struct TlsConfig {
     pub private_key: PathBuf,
     pub min_version: MinVersion,
     pub session_resumption: SessionResumption,
+    /// Session-ticket keys shared by replicas (see `tls::tickets`); `None`: random per process.
+    pub ticket_keys: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -443,6 +445,8 @@ struct RawTls {
     min_version: String,
     #[serde(default = "default_resumption")]
     session_resumption: String,
+    #[serde(default)]
+    ticket_keys: String,
 }
 
 fn default_min_version() -> String {
@@ -626,6 +630,7 @@ impl RawConfig {
                     ))
                 }
             },
+            ticket_keys: (!t.ticket_keys.is_empty()).then(|| PathBuf::from(&t.ticket_keys)),
         };
 
         let defaults = ClientAuthConfig {

@@ -140,6 +140,16 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pki {
+            command: PkiCommand::TicketKeys { out, keep },
+        } => {
+            let n = originguard::tls::tickets::rotate(&out, keep)?;
+            println!(
+                "wrote {} ({n} key(s), the new one first); reload every replica",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Pki {
             command: PkiCommand::Dev { out, days, force },
         } => {
             pki::write_dev(&out, days, force)?;

@@ -27,6 +27,10 @@ impl LoadError {
             message: message.into(),
         }
     }
+
+    pub(crate) fn at(path: &Path, message: impl Into<String>) -> Self {
+        LoadError::new(path, message)
+    }
 }
 
 /// A trusted client CA: its certificate (for reports) and its webpki trust anchor.

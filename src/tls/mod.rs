@@ -8,6 +8,7 @@ pub mod identity;
 pub mod load;
 pub mod select;
 pub mod server;
+pub mod tickets;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,47 @@ pub struct Policy {
     /// The policy's client-certificate verifier (also inside `server_config`), for checks such
     /// as "would this policy accept that certificate?".
     pub verifier: Arc<ClientVerifier>,
+}
+
+/// SHA-256 over a policy's trust material — CAs, CRLs, allow-lists, depth — for deriving its
+/// shared ticket keys: replicas with the same trust agree, any change invalidates tickets.
+fn trust_digest(
+    cas: &[TrustedCa],
+    crls: &[rustls::pki_types::CertificateRevocationListDer<'_>],
+    auth: &ClientAuthConfig,
+) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut item = |tag: &[u8], bytes: &[u8]| {
+        ctx.update(tag);
+        ctx.update(&(bytes.len() as u64).to_be_bytes());
+        ctx.update(bytes);
+    };
+    item(b"depth", &[auth.verify_depth]);
+    for ca in cas {
+        item(b"ca", ca.der.as_ref());
+    }
+    for crl in crls {
+        item(b"crl", crl.as_ref());
+    }
+    let a = &auth.allow;
+    for (tag, values) in [
+        (&b"subject"[..], &a.subjects),
+        (b"dns", &a.dns_names),
+        (b"uri", &a.uris),
+    ] {
+        for value in values {
+            item(tag, value.as_bytes());
+        }
+    }
+    for pin in &a.spki_sha256 {
+        item(b"spki", pin);
+    }
+    for pin in &a.cert_sha256 {
+        item(b"cert", pin);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 /// A Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
@@ -127,9 +169,11 @@ impl Policy {
         }
         let algorithms = server::provider().signature_verification_algorithms;
         let mut revocations = Revocations::default();
+        let mut revocation_ders = Vec::new();
         for (i, path) in auth.crl.iter().enumerate() {
             let key = format!("{}.crl[{i}]", keys.client_auth);
             let ders = load::crls(path).map_err(from_load(key.clone()))?;
+            revocation_ders.extend(ders.iter().cloned());
             for (n, der) in ders.iter().enumerate() {
                 revocations.add(der, &cas, algorithms.all).map_err(|message| {
                     ConfigError::new(
@@ -149,12 +193,21 @@ impl Policy {
             auth.verify_cache,
             algorithms,
         ));
+        let tickets = match &config.tls.ticket_keys {
+            Some(path) => Some(
+                tickets::TicketSecrets::load(path)
+                    .map_err(from_load("tls.ticket_keys".to_string()))?
+                    .ticketer(&trust_digest(&cas, &revocation_ders, auth)),
+            ),
+            None => None,
+        };
         let server_config = server::build(
             &config.tls,
             config.listener.http2,
             verifier.clone(),
             server_chain.clone(),
             key,
+            tickets,
         )
         .map_err(|e| match e {
             rustls::Error::InconsistentKeys(_) => ConfigError::new(

@@ -42,6 +42,7 @@ pub fn build(
     verifier: Arc<ClientVerifier>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    shared: Option<super::tickets::SharedTickets>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
         MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -60,8 +61,14 @@ pub fn build(
     config.session_storage = Arc::new(NoServerSessionStorage {});
     match tls.session_resumption {
         SessionResumption::Tickets => {
+            // Shared keys (tls.ticket_keys) or random ones private to this ServerConfig; either
+            // way tickets are bounded in age and by the client's chain.
+            let inner: Arc<dyn ProducesTickets> = match shared {
+                Some(shared) => Arc::new(shared),
+                None => rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            };
             config.ticketer = Arc::new(BoundedTickets {
-                inner: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+                inner,
                 max_age: TICKET_MAX_AGE,
             });
         }

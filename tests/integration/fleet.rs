@@ -1,0 +1,121 @@
+//! Fleet deployment (issue 12): replicas sharing session-ticket keys.
+
+use rustls::HandshakeKind;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_keys_or_trust_change() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let keys = fx.path("ticket.keys");
+    let pki = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_originguard"))
+            .args(["pki", "ticket-keys", "--out", keys.to_str().expect("utf-8")])
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    pki(&[]);
+    let mut config = fx.config(&backend.url());
+    config.tls.ticket_keys = Some(keys.clone());
+    let a = spawn_proxy(config.clone()).await;
+    let b = spawn_proxy(config.clone()).await;
+    let client = client_config(
+        &fx.server_ca.der,
+        Some(&fx.client),
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+
+    // A ticket issued by replica A resumes on replica B (and the identity is forwarded again).
+    assert_eq!(
+        request_once(a.addr, "localhost", client.clone()).await,
+        Ok(HandshakeKind::Full)
+    );
+    assert_eq!(
+        request_once(b.addr, "localhost", client.clone()).await,
+        Ok(HandshakeKind::Resumed)
+    );
+    let seen = backend.last();
+    assert!(seen.headers["x-forwarded-client-cert"]
+        .to_str()
+        .expect("ascii")
+        .contains("CN=client-1"));
+
+    // A rotation keeps the previous key for decryption...
+    pki(&["--keep", "2"]);
+    let rotated = spawn_proxy(config.clone()).await;
+    let fresh = client_config(
+        &fx.server_ca.der,
+        Some(&fx.client),
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+    assert_eq!(
+        request_once(a.addr, "localhost", fresh.clone()).await,
+        Ok(HandshakeKind::Full)
+    );
+    assert_eq!(
+        request_once(rotated.addr, "localhost", fresh.clone()).await,
+        Ok(HandshakeKind::Resumed)
+    );
+    // ...until it is rotated out.
+    pki(&["--keep", "1"]);
+    let rotated_out = spawn_proxy(config.clone()).await;
+    let fresh = client_config(
+        &fx.server_ca.der,
+        Some(&fx.client),
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+    assert_eq!(
+        request_once(a.addr, "localhost", fresh.clone()).await,
+        Ok(HandshakeKind::Full)
+    );
+    assert_eq!(
+        request_once(rotated_out.addr, "localhost", fresh.clone()).await,
+        Ok(HandshakeKind::Full)
+    );
+
+    // Same keys, changed trust (a CRL added): no ticket of the old trust resumes.
+    let current = spawn_proxy(config.clone()).await;
+    let fresh = client_config(
+        &fx.server_ca.der,
+        Some(&fx.client),
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+    assert_eq!(
+        request_once(current.addr, "localhost", fresh.clone()).await,
+        Ok(HandshakeKind::Full)
+    );
+    let crl = fx.write("client.crl", &fx.client_ca.crl(&[4242]));
+    let mut with_crl = config.clone();
+    with_crl.client_auth.crl = vec![crl];
+    let stricter = spawn_proxy(with_crl).await;
+    assert_eq!(
+        request_once(stricter.addr, "localhost", fresh.clone()).await,
+        Ok(HandshakeKind::Full)
+    );
+    // Control: the same trust on another replica does resume.
+    let twin = spawn_proxy(config).await;
+    let control = client_config(
+        &fx.server_ca.der,
+        Some(&fx.client),
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+    assert_eq!(
+        request_once(current.addr, "localhost", control.clone()).await,
+        Ok(HandshakeKind::Full)
+    );
+    assert_eq!(
+        request_once(twin.addr, "localhost", control).await,
+        Ok(HandshakeKind::Resumed)
+    );
+    for proxy in [a, b, rotated, rotated_out, current, stricter, twin] {
+        proxy.stop().await;
+    }
+}
