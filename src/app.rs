@@ -70,6 +70,7 @@ pub async fn run(
     if let Ok(address) = listener.local_addr() {
         info!(%address, upstream = %config.upstream.target, "listening");
     }
+    let shutdown_delay = config.listener.shutdown_delay;
     let live = Live::new(Proxy::new(&config, policies), Metrics::new());
     let reloader = Arc::new(Reloader::new(config, live.clone()));
 
@@ -79,8 +80,29 @@ pub async fn run(
     if let Some(admin) = admin {
         tokio::spawn(admin::serve(admin, live.clone(), reloader, background.clone()));
     }
+    // On SIGTERM: /readyz turns 503 at once, serving goes on for shutdown_delay (so load
+    // balancers and Kubernetes take the endpoint out first), then the listener closes and the
+    // drain begins.
+    let accepting = CancellationToken::new();
+    {
+        let (live, accepting, shutdown) = (live.clone(), accepting.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            live.ready.store(false, std::sync::atomic::Ordering::Release);
+            crate::notify::notify("STOPPING=1");
+            if !shutdown_delay.is_zero() {
+                info!(
+                    ?shutdown_delay,
+                    "shutting down: not ready; still serving for listener.shutdown_delay"
+                );
+                tokio::time::sleep(shutdown_delay).await;
+            }
+            accepting.cancel();
+        });
+    }
+    crate::notify::notify("READY=1");
     // The admin endpoints outlive the drain, so /readyz answers 503 while it runs.
-    proxy::serve(listener, live, shutdown).await;
+    proxy::serve(listener, live, accepting).await;
     background.cancel();
     info!("stopped");
 }

@@ -77,6 +77,8 @@ pub struct ListenerConfig {
     pub max_handshakes: usize,
     /// How long in-flight requests and tunnels get to finish when draining.
     pub drain_timeout: Duration,
+    /// On SIGTERM: not ready at once, still serving this long, then drain.
+    pub shutdown_delay: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -416,6 +418,7 @@ struct RawListener {
     max_connection_age: String,
     max_handshakes: i64,
     drain_timeout: String,
+    shutdown_delay: String,
 }
 
 impl Default for RawListener {
@@ -432,6 +435,7 @@ impl Default for RawListener {
             max_connection_age: "1h".into(),
             max_handshakes: 1024,
             drain_timeout: "30s".into(),
+            shutdown_delay: "0s".into(),
         }
     }
 }
@@ -599,6 +603,8 @@ impl RawConfig {
             max_connection_age: duration(file, "listener.max_connection_age", &l.max_connection_age)?,
             max_handshakes: in_range(file, "listener.max_handshakes", l.max_handshakes, 1, 1 << 20)?,
             drain_timeout: duration(file, "listener.drain_timeout", &l.drain_timeout)?,
+            shutdown_delay: parse_duration(&l.shutdown_delay)
+                .map_err(|m| ConfigError::new(file, "listener.shutdown_delay", m))?,
         };
 
         let t = self.tls.ok_or_else(|| {

@@ -40,6 +40,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod pki;
 pub mod proxy;
 pub mod reload;

@@ -43,6 +43,16 @@ impl Reloader {
     /// restart (reported, not applied). Blocking (file IO): call from a blocking context.
     pub fn reload(&self) -> Result<Vec<&'static str>, ConfigError> {
         let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        crate::notify::notify("RELOADING=1");
+        let result = self.reload_locked();
+        match &result {
+            Ok(_) => crate::notify::notify("READY=1\nSTATUS=reloaded"),
+            Err(error) => crate::notify::notify(&format!("READY=1\nSTATUS=reload failed: {error}")),
+        }
+        result
+    }
+
+    fn reload_locked(&self) -> Result<Vec<&'static str>, ConfigError> {
         let built = Config::load(&self.path).and_then(|config| PolicySet::build(&config).map(|p| (config, p)));
         let (config, policies) = match built {
             Ok(built) => built,

@@ -173,7 +173,9 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
     let connections = Arc::new(Semaphore::new(first.listener.max_connections));
     let handshakes = Arc::new(Semaphore::new(first.listener.max_handshakes));
     drop(first);
-    live.ready.store(true, Ordering::Release);
+    if !shutdown.is_cancelled() {
+        live.ready.store(true, Ordering::Release);
+    }
     let shared = Shared {
         live: live.clone(),
         tracker: TaskTracker::new(),

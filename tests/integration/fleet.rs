@@ -119,3 +119,50 @@ async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_key
         proxy.stop().await;
     }
 }
+
+#[tokio::test]
+async fn systemd_hears_ready_reloading_and_stopping_and_shutdown_delay_keeps_serving() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let socket_path = fx.path("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let served = serve_with(
+        &fx,
+        &backend.url(),
+        ServeOptions {
+            listener_extra: "shutdown_delay = \"1500ms\"",
+            notify_socket: Some(&socket_path),
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    let (status, _) = served.admin("POST", "/reload").await;
+    assert_eq!(status, 200);
+    assert_eq!(next(), "RELOADING=1");
+    assert!(next().starts_with("READY=1\nSTATUS=reloaded"));
+    // A failed reload still ends with READY=1, and says why.
+    fx.write("client-ca.pem", "not a certificate");
+    let (status, _) = served.admin("POST", "/reload").await;
+    assert_eq!(status, 500);
+    assert_eq!(next(), "RELOADING=1");
+    assert!(next().starts_with("READY=1\nSTATUS=reload failed: "));
+    fx.write("client-ca.pem", &fx.client_ca.pem);
+
+    // SIGTERM: STOPPING=1 and /readyz 503 at once, yet requests are still served during the delay.
+    served.signal("TERM");
+    assert_eq!(next(), "STOPPING=1");
+    let (status, _) = served.admin("GET", "/readyz").await;
+    assert_eq!(status, 503);
+    let (status, _, _) = request(served.addr, fx.client_config(Some(&fx.client)), get("/")).await;
+    assert_eq!(status, 200, "not serving during listener.shutdown_delay");
+    assert_eq!(served.wait(), Some(0));
+}

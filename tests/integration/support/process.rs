@@ -23,6 +23,8 @@ pub struct ServeOptions<'a> {
     pub fd_limit: Option<u32>,
     /// Close our end of its stderr once it is listening (a log reader that went away).
     pub close_stderr: bool,
+    /// `NOTIFY_SOCKET` for the process (systemd's readiness protocol).
+    pub notify_socket: Option<&'a std::path::Path>,
 }
 
 pub struct Served {
@@ -63,6 +65,9 @@ pub async fn serve_with(fx: &Fixture, upstream: &str, options: ServeOptions<'_>)
         }
         None => Command::new(BIN),
     };
+    if let Some(socket) = options.notify_socket {
+        command.env("NOTIFY_SOCKET", socket);
+    }
     let mut child = command
         .args(["serve", "--config", path.to_str().expect("utf-8")])
         .env_remove("RUST_LOG")
