@@ -148,6 +148,9 @@ pub struct HostConfig {
     pub certificate: PathBuf,
     pub private_key: PathBuf,
     pub client_auth: ClientAuthConfig,
+    /// `[hosts.upstream]`: this host's own backend (unset keys from `[upstream]`); `None`: the
+    /// top-level upstream.
+    pub upstream: Option<UpstreamConfig>,
 }
 
 /// Where a trusted client CA comes from.
@@ -485,6 +488,58 @@ struct RawHost {
     private_key: Option<String>,
     #[serde(default)]
     client_auth: RawClientAuth,
+    upstream: Option<RawHostUpstream>,
+}
+
+/// `[hosts.upstream]`: every key optional, falling back to `[upstream]` key by key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostUpstream {
+    url: Option<String>,
+    protocol: Option<String>,
+    connect_timeout: Option<String>,
+    response_timeout: Option<String>,
+    max_idle_per_host: Option<i64>,
+}
+
+impl RawHostUpstream {
+    fn resolve(self, file: &Path, prefix: &str, parent: &UpstreamConfig) -> Result<UpstreamConfig, ConfigError> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        Ok(UpstreamConfig {
+            target: match &self.url {
+                Some(url) => upstream_target_at(file, &key("url"), url)?,
+                None => parent.target.clone(),
+            },
+            protocol: match self.protocol.as_deref() {
+                Some(p) => upstream_protocol(file, &key("protocol"), p)?,
+                None => parent.protocol,
+            },
+            connect_timeout: match &self.connect_timeout {
+                Some(d) => duration(file, &key("connect_timeout"), d)?,
+                None => parent.connect_timeout,
+            },
+            response_timeout: match &self.response_timeout {
+                Some(d) => duration(file, &key("response_timeout"), d)?,
+                None => parent.response_timeout,
+            },
+            max_idle_per_host: match self.max_idle_per_host {
+                Some(n) => in_range(file, &key("max_idle_per_host"), n, 0, 1 << 16)?,
+                None => parent.max_idle_per_host,
+            },
+        })
+    }
+}
+
+fn upstream_protocol(file: &Path, key: &str, value: &str) -> Result<UpstreamProtocol, ConfigError> {
+    match value {
+        "http1" => Ok(UpstreamProtocol::Http1),
+        "h2c" => Ok(UpstreamProtocol::H2c),
+        other => Err(ConfigError::new(
+            file,
+            key,
+            format!("unsupported value {other:?} (expected \"http1\" or \"h2c\")"),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -648,6 +703,17 @@ impl RawConfig {
         };
         let client_auth = self.client_auth.resolve(file, "client_auth", &defaults)?;
 
+        let u = self
+            .upstream
+            .ok_or_else(|| err("upstream", "missing table: [upstream] with url is required".into()))?;
+        let upstream = UpstreamConfig {
+            target: upstream_target(file, &u.url)?,
+            protocol: upstream_protocol(file, "upstream.protocol", &u.protocol)?,
+            connect_timeout: duration(file, "upstream.connect_timeout", &u.connect_timeout)?,
+            response_timeout: duration(file, "upstream.response_timeout", &u.response_timeout)?,
+            max_idle_per_host: in_range(file, "upstream.max_idle_per_host", u.max_idle_per_host, 0, 1 << 16)?,
+        };
+
         let mut hosts = Vec::with_capacity(self.hosts.len());
         for (i, h) in self.hosts.into_iter().enumerate() {
             let key = |k: &str| format!("hosts[{i}].{k}");
@@ -671,28 +737,12 @@ impl RawConfig {
                     None => tls.private_key.clone(),
                 },
                 client_auth: h.client_auth.resolve(file, &key("client_auth"), &client_auth)?,
+                upstream: match h.upstream {
+                    Some(raw) => Some(raw.resolve(file, &key("upstream"), &upstream)?),
+                    None => None,
+                },
             });
         }
-
-        let u = self
-            .upstream
-            .ok_or_else(|| err("upstream", "missing table: [upstream] with url is required".into()))?;
-        let upstream = UpstreamConfig {
-            target: upstream_target(file, &u.url)?,
-            protocol: match u.protocol.as_str() {
-                "http1" => UpstreamProtocol::Http1,
-                "h2c" => UpstreamProtocol::H2c,
-                other => {
-                    return Err(err(
-                        "upstream.protocol",
-                        format!("unsupported value {other:?} (expected \"http1\" or \"h2c\")"),
-                    ))
-                }
-            },
-            connect_timeout: duration(file, "upstream.connect_timeout", &u.connect_timeout)?,
-            response_timeout: duration(file, "upstream.response_timeout", &u.response_timeout)?,
-            max_idle_per_host: in_range(file, "upstream.max_idle_per_host", u.max_idle_per_host, 0, 1 << 16)?,
-        };
 
         let headers = HeadersConfig {
             client_cert: match self.headers.client_cert.as_str() {
@@ -913,7 +963,10 @@ fn hex_sha256(pin: &str) -> Result<[u8; 32], String> {
 }
 
 fn upstream_target(file: &Path, url: &str) -> Result<UpstreamTarget, ConfigError> {
-    let key = "upstream.url";
+    upstream_target_at(file, "upstream.url", url)
+}
+
+fn upstream_target_at(file: &Path, key: &str, url: &str) -> Result<UpstreamTarget, ConfigError> {
     if let Some(path) = url.strip_prefix("unix:") {
         if path.is_empty() {
             return Err(ConfigError::new(

@@ -201,7 +201,7 @@ fn tunnel_kind<B>(request: &Request<B>, conn: &Connection) -> Result<Option<Tunn
             None => Err(ProxyError::UnsupportedProtocol),
             Some(p)
                 if p.as_str().eq_ignore_ascii_case("websocket")
-                    && conn.proxy.upstream.version() == Version::HTTP_11 =>
+                    && conn.proxy.upstream_for(conn.policy).version() == Version::HTTP_11 =>
             {
                 Ok(Some(Tunnel::H2WebSocket))
             }
@@ -275,19 +275,21 @@ async fn forward(
         headers.insert(CLIENT_CERT.clone(), conn.identity.rfc9440.clone());
     }
 
-    parts.version = proxy.upstream.version();
+    let upstream = proxy.upstream_for(conn.policy);
+    parts.version = upstream.version();
     if parts.version == Version::HTTP_2 {
         // HTTP/2 carries the host in :authority, and a `host` that differs from it is malformed
         // (RFC 9113 §8.3.1): strict servers (nginx, python-h2) answer 400.
         headers.remove(header::HOST);
-        parts.uri = proxy.upstream.uri_for(&parts.uri, Some(&host));
+        parts.uri = upstream.uri_for(&parts.uri, Some(&host));
     } else {
         headers.insert(header::HOST, host);
-        parts.uri = proxy.upstream.uri_for(&parts.uri, None);
+        parts.uri = upstream.uri_for(&parts.uri, None);
     }
 
-    let upstream = proxy.upstream.request(Request::from_parts(parts, body));
-    let mut response = match tokio::time::timeout(proxy.response_timeout, upstream).await {
+    let response_timeout = upstream.response_timeout();
+    let upstream = upstream.request(Request::from_parts(parts, body));
+    let mut response = match tokio::time::timeout(response_timeout, upstream).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) => return Err(ProxyError::from_upstream(e)),
         Ok(Ok(response)) => response,

@@ -69,8 +69,10 @@ pub struct Proxy {
     pub listener: ListenerConfig,
     pub headers: HeadersConfig,
     pub header_rules: HeaderRules,
+    /// The top-level `[upstream]`.
     pub upstream: Upstream,
-    pub response_timeout: Duration,
+    /// Per `[[hosts]]` table: its own `[hosts.upstream]`, if any.
+    pub host_upstreams: Vec<Option<Upstream>>,
     pub access_log: bool,
     pub drain_timeout: Duration,
     /// Auto-detects HTTP/1.1 or HTTP/2 (clients without ALPN).
@@ -107,12 +109,31 @@ impl Proxy {
             headers: config.headers.clone(),
             header_rules: HeaderRules::new(&config.headers),
             upstream: Upstream::new(&config.upstream),
-            response_timeout: config.upstream.response_timeout,
+            host_upstreams: config
+                .hosts
+                .iter()
+                .map(|h| h.upstream.as_ref().map(Upstream::new))
+                .collect(),
             access_log: config.log.access_log,
             drain_timeout: l.drain_timeout,
             http,
             http1,
             h2,
+        }
+    }
+}
+
+impl Proxy {
+    /// The backend of the policy a connection was verified under (one connection only ever
+    /// carries requests for its own policy: the others get 421).
+    pub fn upstream_for(&self, policy: crate::tls::PolicyId) -> &Upstream {
+        match policy {
+            crate::tls::PolicyId::Host(i) => self
+                .host_upstreams
+                .get(i)
+                .and_then(Option::as_ref)
+                .unwrap_or(&self.upstream),
+            crate::tls::PolicyId::Default => &self.upstream,
         }
     }
 }

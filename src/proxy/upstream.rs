@@ -31,6 +31,7 @@ pub struct Upstream {
     pool: Pool,
     authority: Authority,
     version: Version,
+    response_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -84,7 +85,13 @@ impl Upstream {
             pool,
             authority,
             version,
+            response_timeout: config.response_timeout,
         }
+    }
+
+    /// Time allowed until the response head.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
     }
 
     /// The URI the upstream request is sent to: the client's path, and as authority our

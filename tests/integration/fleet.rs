@@ -166,3 +166,51 @@ async fn systemd_hears_ready_reloading_and_stopping_and_shutdown_delay_keeps_ser
     assert_eq!(status, 200, "not serving during listener.shutdown_delay");
     assert_eq!(served.wait(), Some(0));
 }
+
+#[tokio::test]
+async fn a_host_with_its_own_upstream_is_routed_there_and_falls_back_key_by_key() {
+    let fx = Fixture::new();
+    let main_app = Backend::tcp().await;
+    let api_app = Backend::tcp().await;
+    let d = fx.dir.path().display();
+    let text = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
+         [client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n[upstream]\nurl = \"{}\"\nresponse_timeout = \"7s\"\n\
+         [[hosts]]\nserver_names = [\"a.example\"]\n[hosts.upstream]\nurl = \"{}\"\n\
+         [[hosts]]\nserver_names = [\"b.example\"]\n[log]\naccess_log = false\n",
+        main_app.url(),
+        api_app.url()
+    );
+    let config = originguard::config::Config::from_toml(&fx.path("og.toml"), &text).expect("valid");
+    let own = config.hosts[0]
+        .upstream
+        .as_ref()
+        .expect("a.example has its own upstream");
+    assert_eq!(
+        own.response_timeout,
+        std::time::Duration::from_secs(7),
+        "unset keys come from [upstream]"
+    );
+    assert!(config.hosts[1].upstream.is_none());
+    let proxy = spawn_proxy(config).await;
+    let client = fx.client_config(Some(&fx.client));
+    assert_eq!(
+        request_once(proxy.addr, "a.example", client.clone()).await,
+        Ok(HandshakeKind::Full)
+    );
+    assert_eq!((api_app.count(), main_app.count()), (1, 0));
+    assert_eq!(
+        request_once(proxy.addr, "b.example", client.clone()).await,
+        Ok(HandshakeKind::Full)
+    );
+    assert_eq!(
+        request_once(proxy.addr, "localhost", client).await,
+        Ok(HandshakeKind::Full)
+    );
+    assert_eq!((api_app.count(), main_app.count()), (1, 2));
+    proxy.stop().await;
+    // A bad key inside [hosts.upstream] names itself.
+    let bad = text.replace("[hosts.upstream]\n", "[hosts.upstream]\nprotocol = \"h3\"\n");
+    let e = originguard::config::Config::from_toml(&fx.path("og.toml"), &bad).expect_err("invalid");
+    assert_eq!(e.key, "hosts[0].upstream.protocol");
+}

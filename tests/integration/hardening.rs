@@ -183,6 +183,7 @@ async fn hosts_a_backend_could_misread_are_refused_and_the_guard_uses_the_normal
         certificate: fx.path("server.pem"),
         private_key: fx.path("server.key"),
         client_auth: config.client_auth.clone(),
+        upstream: None,
     });
     let proxy = spawn_proxy(config).await;
     let bad = [

@@ -42,6 +42,7 @@ impl Hosts {
                 allow: AllowLists::default(),
                 verify_cache: true,
             },
+            upstream: None,
         }
     }
 
