@@ -72,11 +72,15 @@ pub async fn run(
     }
     let shutdown_delay = config.listener.shutdown_delay;
     let live = Live::new(Proxy::new(&config, policies), Metrics::new());
+    let watch = config.reload.watch.then(|| config.clone());
     let reloader = Arc::new(Reloader::new(config, live.clone()));
 
     let background = CancellationToken::new();
     tokio::spawn(reload_on_sighup(reloader.clone(), background.clone()));
     tokio::spawn(warn_daily_about_expiry(live.clone(), background.clone()));
+    if let Some(config) = watch {
+        tokio::spawn(crate::watch::run(config, reloader.clone(), background.clone()));
+    }
     if let Some(admin) = admin {
         tokio::spawn(admin::serve(admin, live.clone(), reloader, background.clone()));
     }

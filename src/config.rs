@@ -51,6 +51,14 @@ pub struct Config {
     /// The admin listener; `None` when the `[admin]` table is absent.
     pub admin: Option<AdminConfig>,
     pub log: LogConfig,
+    pub reload: ReloadConfig,
+}
+
+/// `[reload]`: reload on file changes (see `crate::watch`).
+#[derive(Clone, Debug)]
+pub struct ReloadConfig {
+    pub watch: bool,
+    pub debounce: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -71,6 +79,8 @@ pub struct ListenerConfig {
     pub allow_peers: Vec<crate::net::IpNet>,
     /// `allow_peers` includes the embedded Cloudflare ranges (warned about once they age).
     pub embedded_cloudflare_ranges: bool,
+    /// The `file:` entries of `allow_peers` (watched for changes).
+    pub peer_files: Vec<PathBuf>,
     /// Every connection is closed gracefully once this old.
     pub max_connection_age: Duration,
     /// Connections still in the TLS handshake; beyond it, accepting waits.
@@ -278,6 +288,34 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// Every file this configuration names (itself included): what a reload re-reads, and so
+    /// what `[reload] watch` watches.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![
+            self.file.clone(),
+            self.tls.certificate.clone(),
+            self.tls.private_key.clone(),
+        ];
+        files.extend(self.tls.ticket_keys.iter().cloned());
+        files.extend(self.listener.peer_files.iter().cloned());
+        let auths = std::iter::once(&self.client_auth).chain(self.hosts.iter().map(|h| &h.client_auth));
+        for auth in auths {
+            for source in &auth.trust {
+                if let TrustSource::File(path) = source {
+                    files.push(path.clone());
+                }
+            }
+            files.extend(auth.crl.iter().cloned());
+        }
+        for host in &self.hosts {
+            files.push(host.certificate.clone());
+            files.push(host.private_key.clone());
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
@@ -394,6 +432,24 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    reload: RawReload,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReload {
+    watch: bool,
+    debounce: String,
+}
+
+impl Default for RawReload {
+    fn default() -> Self {
+        RawReload {
+            watch: true,
+            debounce: "1s".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -655,6 +711,12 @@ impl RawConfig {
                 .flatten()
                 .collect(),
             embedded_cloudflare_ranges: l.allow_peers.iter().any(|p| p == "cloudflare"),
+            peer_files: l
+                .allow_peers
+                .iter()
+                .filter_map(|p| p.strip_prefix("file:"))
+                .map(PathBuf::from)
+                .collect(),
             max_connection_age: duration(file, "listener.max_connection_age", &l.max_connection_age)?,
             max_handshakes: in_range(file, "listener.max_handshakes", l.max_handshakes, 1, 1 << 20)?,
             drain_timeout: duration(file, "listener.drain_timeout", &l.drain_timeout)?,
@@ -820,7 +882,13 @@ impl RawConfig {
             access_log: self.log.access_log,
         };
 
+        let reload = ReloadConfig {
+            watch: self.reload.watch,
+            debounce: duration(file, "reload.debounce", &self.reload.debounce)?,
+        };
+
         Ok(Config {
+            reload,
             file: file.to_path_buf(),
             listener,
             tls,

@@ -46,3 +46,4 @@ pub mod proxy;
 pub mod reload;
 pub mod signal;
 pub mod tls;
+pub mod watch;

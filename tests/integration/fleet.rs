@@ -214,3 +214,84 @@ async fn a_host_with_its_own_upstream_is_routed_there_and_falls_back_key_by_key(
     let e = originguard::config::Config::from_toml(&fx.path("og.toml"), &bad).expect_err("invalid");
     assert_eq!(e.key, "hosts[0].upstream.protocol");
 }
+
+/// Writes a Kubernetes-style Secret volume version: `dir/..<version>/{server.pem,server.key}`,
+/// then points `..data` at it with an atomic rename, as the kubelet does.
+fn secret_version(dir: &std::path::Path, version: &str, pem: &str, key: &str) {
+    let data = dir.join(format!("..{version}"));
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("server.pem"), pem).expect("write");
+    std::fs::write(data.join("server.key"), key).expect("write");
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    for name in ["server.pem", "server.key"] {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).expect("symlink");
+        }
+    }
+}
+
+/// The server certificate a new connection is offered.
+async fn served_certificate(fx: &Fixture, addr: std::net::SocketAddr) -> rustls::pki_types::CertificateDer<'static> {
+    let tls = tls_connect(addr, fx.client_config(Some(&fx.client)))
+        .await
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("server chain")[0].clone()
+}
+
+#[tokio::test]
+async fn a_secret_style_symlink_swap_is_served_without_a_signal_and_a_broken_one_is_not() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let secret = fx.path("secret");
+    std::fs::create_dir_all(&secret).expect("mkdir");
+    let first = fx.server_ca.leaf(Leaf::server());
+    secret_version(&secret, "v1", &first.pem, &first.key_pem);
+    let d = fx.dir.path().display();
+    let text = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{d}/secret/server.pem\"\nprivate_key = \"{d}/secret/server.key\"\n\
+         [client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n[upstream]\nurl = \"{}\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
+         [log]\naccess_log = false\n[reload]\nwatch = true\ndebounce = \"200ms\"\n",
+        backend.url()
+    );
+    let path = fx.write("og.toml", &text);
+    let proxy = spawn_proxy(originguard::config::Config::load(&path).expect("valid")).await;
+    assert_eq!(served_certificate(&fx, proxy.addr).await, first.chain[0]);
+
+    // cert-manager renews, the kubelet swaps ..data: served within seconds, no signal.
+    let second = fx.server_ca.leaf(Leaf::server());
+    secret_version(&secret, "v2", &second.pem, &second.key_pem);
+    let deadline = std::time::Instant::now() + WAIT;
+    while served_certificate(&fx, proxy.addr).await != second.chain[0] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the swapped certificate was not served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(proxy.metric("originguard_reloads_total{result=\"ok\"}").await, 1.0);
+
+    // A broken version (a key that does not match) keeps the running one, and is counted.
+    let third = fx.server_ca.leaf(Leaf::server());
+    secret_version(&secret, "v3", &third.pem, &second.key_pem);
+    let deadline = std::time::Instant::now() + WAIT;
+    while proxy.metric("originguard_reloads_total{result=\"error\"}").await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the broken change was not tried");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(served_certificate(&fx, proxy.addr).await, second.chain[0]);
+    // The next good change is picked up.
+    secret_version(&secret, "v4", &third.pem, &third.key_pem);
+    let deadline = std::time::Instant::now() + WAIT;
+    while served_certificate(&fx, proxy.addr).await != third.chain[0] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fixed certificate was not served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    proxy.stop().await;
+}

@@ -301,6 +301,8 @@ impl Fixture {
             url = "{upstream_url}"
             [log]
             access_log = false
+            [reload]
+            watch = false
             "#
         );
         Config::from_toml(&self.path("originguard.toml"), &toml).expect("valid test config")
@@ -313,7 +315,7 @@ impl Fixture {
         let toml = format!(
             "[listener]\naddress = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
              [client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n{client_auth}\n[upstream]\nurl = \"{upstream_url}\"\n\
-             [admin]\naddress = \"127.0.0.1:0\"\n[log]\naccess_log = false\n{extra}\n"
+             [admin]\naddress = \"127.0.0.1:0\"\n[log]\naccess_log = false\n[reload]\nwatch = false\n{extra}\n"
         );
         let path = self.write("originguard.toml", &toml);
         Config::load(&path).expect("valid test config")

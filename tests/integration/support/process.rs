@@ -23,6 +23,8 @@ pub struct ServeOptions<'a> {
     pub fd_limit: Option<u32>,
     /// Close our end of its stderr once it is listening (a log reader that went away).
     pub close_stderr: bool,
+    /// `[reload] watch` (off by default in tests, so reload counts stay deterministic).
+    pub watch: bool,
     /// `NOTIFY_SOCKET` for the process (systemd's readiness protocol).
     pub notify_socket: Option<&'a std::path::Path>,
 }
@@ -53,8 +55,8 @@ pub async fn serve_with(fx: &Fixture, upstream: &str, options: ServeOptions<'_>)
     let text = format!(
         "[listener]\naddress = \"127.0.0.1:0\"\n{}\n[tls]\ncertificate = \"{d}/server.pem\"\n\
          private_key = \"{d}/server.key\"\n[client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n[upstream]\nurl = \"{upstream}\"\n\
-         [admin]\naddress = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"info\"\naccess_log = {}\n{}\n",
-        options.listener_extra, options.access_log, options.extra
+         [admin]\naddress = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"info\"\naccess_log = {}\n[reload]\nwatch = {}\n{}\n",
+        options.listener_extra, options.access_log, options.watch, options.extra
     );
     let path = fx.write("served.toml", &text);
     let mut command = match options.fd_limit {
