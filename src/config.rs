@@ -81,6 +81,10 @@ pub struct ListenerConfig {
     pub embedded_cloudflare_ranges: bool,
     /// The `file:` entries of `allow_peers` (watched for changes).
     pub peer_files: Vec<PathBuf>,
+    /// `proxy_protocol = "required"`: every connection starts with a PROXY v1/v2 header.
+    pub proxy_protocol: bool,
+    /// Peers allowed to send it (empty = any).
+    pub proxy_protocol_from: Vec<crate::net::IpNet>,
     /// Every connection is closed gracefully once this old.
     pub max_connection_age: Duration,
     /// Connections still in the TLS handshake; beyond it, accepting waits.
@@ -478,6 +482,8 @@ struct RawListener {
     max_handshakes: i64,
     drain_timeout: String,
     shutdown_delay: String,
+    proxy_protocol: String,
+    proxy_protocol_from: Vec<String>,
 }
 
 impl Default for RawListener {
@@ -495,6 +501,8 @@ impl Default for RawListener {
             max_handshakes: 1024,
             drain_timeout: "30s".into(),
             shutdown_delay: "0s".into(),
+            proxy_protocol: "off".into(),
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -722,6 +730,27 @@ impl RawConfig {
             drain_timeout: duration(file, "listener.drain_timeout", &l.drain_timeout)?,
             shutdown_delay: parse_duration(&l.shutdown_delay)
                 .map_err(|m| ConfigError::new(file, "listener.shutdown_delay", m))?,
+            proxy_protocol: match l.proxy_protocol.as_str() {
+                "off" => false,
+                "required" => true,
+                other => {
+                    return Err(err(
+                        "listener.proxy_protocol",
+                        format!("unsupported value {other:?} (expected \"off\" or \"required\")"),
+                    ))
+                }
+            },
+            proxy_protocol_from: l
+                .proxy_protocol_from
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    crate::net::parse_peers(entry).map_err(|m| err(&format!("listener.proxy_protocol_from[{i}]"), m))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
         };
 
         let t = self.tls.ok_or_else(|| {

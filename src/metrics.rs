@@ -16,6 +16,7 @@
 //! | `originguard_tls_negotiated_total` | counter | `version`: `1.2`, `1.3`; `group`: `X25519`, `X25519MLKEM768`, `secp256r1`, `secp384r1`, `secp521r1`, `other` |
 //! | `originguard_peers_refused_total` | counter | (connections closed by `listener.allow_peers`) |
 //! | `originguard_log_dropped_total` | counter | (log lines that could not be written) |
+//! | `originguard_proxy_protocol_refused_total` | counter | (missing/malformed PROXY header, or a peer not in `proxy_protocol_from`) |
 //!
 //! Handshake counters are resolved once per reason at startup, so the handshake path increments
 //! an atomic without a map lookup.
@@ -116,6 +117,7 @@ pub struct Metrics {
     not_after: Family<CertLabel, Gauge>,
     peers_refused: Counter,
     negotiated: Family<NegotiatedLabel, Counter>,
+    proxy_protocol_refused: Counter,
     /// Serializes certificate-gauge refreshes (clear + set).
     cert_lock: Mutex<()>,
 }
@@ -224,6 +226,12 @@ impl Metrics {
         );
         // Both series exist from the start.
         let _ = (&*VERIFY_CACHE_HITS, &*VERIFY_CACHE_MISSES);
+        let proxy_protocol_refused = Counter::default();
+        registry.register(
+            "originguard_proxy_protocol_refused",
+            "Connections closed for a missing or malformed PROXY protocol header, or from a peer not in listener.proxy_protocol_from",
+            proxy_protocol_refused.clone(),
+        );
         let negotiated = Family::<NegotiatedLabel, Counter>::default();
         registry.register(
             "originguard_tls_negotiated",
@@ -244,6 +252,7 @@ impl Metrics {
             not_after,
             peers_refused,
             negotiated,
+            proxy_protocol_refused,
             cert_lock: Mutex::new(()),
         })
     }
@@ -298,6 +307,10 @@ impl Metrics {
     pub fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn proxy_protocol_refused(&self) {
+        self.proxy_protocol_refused.inc();
     }
 
     pub fn peer_refused(&self) {

@@ -26,6 +26,7 @@ pub mod authority;
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod proxy_protocol;
 pub mod tunnel;
 pub mod upstream;
 
@@ -234,7 +235,15 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
         // re-check, never a missed one.
         let generation = live.events.borrow().generation;
         let proxy = live.current.load_full();
-        if !net::allowed(&proxy.listener.allow_peers, peer.ip()) {
+        let l = &proxy.listener;
+        if l.proxy_protocol {
+            // The TCP peer is the load balancer: only listed ones may speak for clients.
+            if !net::allowed(&l.proxy_protocol_from, peer.ip()) {
+                live.metrics.proxy_protocol_refused();
+                debug!(%peer, "peer not in listener.proxy_protocol_from; closed");
+                continue;
+            }
+        } else if !net::allowed(&l.allow_peers, peer.ip()) {
             // Closed before any TLS work: the gate is there to make unwanted peers cheap.
             live.metrics.peer_refused();
             debug!(%peer, "peer not in listener.allow_peers; closed");
@@ -273,8 +282,8 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
     proxy: Arc<Proxy>,
     generation: u64,
     shared: Shared,
@@ -285,6 +294,28 @@ async fn connection(
     let _open = metrics.connection_open();
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
+    // One deadline for the PROXY header (if any) and the TLS handshake.
+    let deadline = tokio::time::Instant::from_std(started + proxy.listener.handshake_timeout);
+    if proxy.listener.proxy_protocol {
+        match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await {
+            Ok(Ok(source)) => peer = source.unwrap_or(peer),
+            Ok(Err(error)) => {
+                metrics.proxy_protocol_refused();
+                debug!(%peer, %error, "PROXY protocol header refused; closed");
+                return;
+            }
+            Err(_) => {
+                metrics.proxy_protocol_refused();
+                debug!(%peer, "no PROXY protocol header within handshake_timeout; closed");
+                return;
+            }
+        }
+        if !net::allowed(&proxy.listener.allow_peers, peer.ip()) {
+            metrics.peer_refused();
+            debug!(%peer, "client (from the PROXY header) not in listener.allow_peers; closed");
+            return;
+        }
+    }
     let policies = &proxy.policies;
     let handshake = async move {
         let mut acceptor = LazyConfigAcceptor::new(Acceptor::default(), stream);
@@ -301,7 +332,7 @@ async fn connection(
             Err((error, io)) => Err((error, Some(io), sni)),
         }
     };
-    let handshake = tokio::time::timeout(proxy.listener.handshake_timeout, with_handshake_notes(handshake)).await;
+    let handshake = tokio::time::timeout_at(deadline, with_handshake_notes(handshake)).await;
     drop(handshake_permit);
     let (tls, notes) = match handshake {
         Err(_) => {

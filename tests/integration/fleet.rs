@@ -295,3 +295,81 @@ async fn a_secret_style_symlink_swap_is_served_without_a_signal_and_a_broken_one
     }
     proxy.stop().await;
 }
+
+/// One request over TLS after `preamble` (a PROXY header) on a fresh TCP connection: the status,
+/// or `None` when the proxy closed the connection instead.
+async fn behind_balancer(fx: &Fixture, addr: std::net::SocketAddr, preamble: &[u8]) -> Option<u16> {
+    use hyper_util::rt::TokioIo;
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(preamble).await.expect("write header");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio::time::timeout(
+        WAIT,
+        tokio_rustls::TlsConnector::from(fx.client_config(Some(&fx.client))).connect(name, tcp),
+    )
+    .await
+    .expect("bounded")
+    .ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.ok()?;
+    tokio::spawn(conn);
+    let response = tokio::time::timeout(WAIT, send.send_request(get("/")))
+        .await
+        .expect("bounded")
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
+#[tokio::test]
+async fn proxy_protocol_sets_the_peer_from_allowed_balancers_only() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let mut config = with_admin(fx.config(&backend.url()));
+    config.listener.proxy_protocol = true;
+    config.listener.proxy_protocol_from = vec![originguard::net::IpNet::parse("127.0.0.0/8").expect("net")];
+    config.listener.allow_peers = vec![
+        originguard::net::IpNet::parse("198.51.100.0/24").expect("net"),
+        originguard::net::IpNet::parse("2001:db8::/32").expect("net"),
+    ];
+    let proxy = spawn_proxy(config.clone()).await;
+
+    // v1 from an allowed client behind the balancer.
+    let v1 = b"PROXY TCP4 198.51.100.7 203.0.113.1 51000 443\r\n";
+    assert_eq!(behind_balancer(&fx, proxy.addr, v1).await, Some(200));
+    assert_eq!(backend.last().headers["x-forwarded-for"], "198.51.100.7");
+    // v2, IPv6.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    v2.extend_from_slice(&"2001:db8::7".parse::<std::net::Ipv6Addr>().expect("v6").octets());
+    v2.extend_from_slice(&"2001:db8::1".parse::<std::net::Ipv6Addr>().expect("v6").octets());
+    v2.extend_from_slice(&[0xc7, 0x38, 0x01, 0xbb]);
+    assert_eq!(behind_balancer(&fx, proxy.addr, &v2).await, Some(200));
+    assert_eq!(backend.last().headers["x-forwarded-for"], "2001:db8::7");
+    // A client outside allow_peers (by its PROXY source), no header, a malformed one: closed.
+    let outsider = b"PROXY TCP4 192.0.2.1 203.0.113.1 51000 443\r\n";
+    assert_eq!(behind_balancer(&fx, proxy.addr, outsider).await, None);
+    assert_eq!(behind_balancer(&fx, proxy.addr, b"").await, None);
+    assert_eq!(
+        behind_balancer(&fx, proxy.addr, b"PROXY TCP4 nonsense here\r\n").await,
+        None
+    );
+    assert_eq!(backend.count(), 2);
+    assert_eq!(proxy.metric("originguard_proxy_protocol_refused_total").await, 2.0);
+    assert_eq!(proxy.metric("originguard_peers_refused_total").await, 1.0);
+    proxy.stop().await;
+
+    // Only listed balancers may send the header at all.
+    config.listener.proxy_protocol_from = vec![originguard::net::IpNet::parse("10.0.0.0/8").expect("net")];
+    let proxy = spawn_proxy(config).await;
+    assert_eq!(behind_balancer(&fx, proxy.addr, v1).await, None);
+    assert_eq!(proxy.metric("originguard_proxy_protocol_refused_total").await, 1.0);
+    assert_eq!(backend.count(), 2);
+    proxy.stop().await;
+}
+
+fn with_admin(mut config: originguard::config::Config) -> originguard::config::Config {
+    config.admin = Some(originguard::config::AdminConfig {
+        address: "127.0.0.1:0".parse().expect("addr"),
+    });
+    config
+}
