@@ -88,6 +88,17 @@ pub fn describe(config: &Config, policies: &PolicySet) -> String {
             SessionResumption::Off => "off".to_string(),
         }
     );
+    let _ = writeln!(
+        out,
+        "key exchange: {} (post-quantum X25519MLKEM768 {})",
+        config.tls.key_exchange.as_str(),
+        match config.tls.key_exchange {
+            crate::config::KeyExchange::HybridPreferred =>
+                "for every client that supports it, by HelloRetryRequest if needed",
+            crate::config::KeyExchange::HybridIfSent => "when the client sent a hybrid key share",
+            crate::config::KeyExchange::Classical => "off",
+        }
+    );
     for policy in policies.all() {
         describe_policy(&mut out, policy);
     }

@@ -103,6 +103,29 @@ pub struct TlsConfig {
     pub session_resumption: SessionResumption,
     /// Session-ticket keys shared by replicas (see `tls::tickets`); `None`: random per process.
     pub ticket_keys: Option<PathBuf>,
+    pub key_exchange: KeyExchange,
+}
+
+/// `tls.key_exchange`: how X25519MLKEM768 (post-quantum hybrid) is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyExchange {
+    /// A client that supports the hybrid gets it, with a HelloRetryRequest when it sent only a
+    /// classical key share (Cloudflare's default "supported" setting).
+    HybridPreferred,
+    /// The hybrid only when the client sent a hybrid key share: never an extra round trip.
+    HybridIfSent,
+    /// Never the hybrid.
+    Classical,
+}
+
+impl KeyExchange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyExchange::HybridPreferred => "hybrid-preferred",
+            KeyExchange::HybridIfSent => "hybrid-if-sent",
+            KeyExchange::Classical => "classical",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -518,6 +541,12 @@ struct RawTls {
     session_resumption: String,
     #[serde(default)]
     ticket_keys: String,
+    #[serde(default = "default_key_exchange")]
+    key_exchange: String,
+}
+
+fn default_key_exchange() -> String {
+    "hybrid-preferred".into()
 }
 
 fn default_min_version() -> String {
@@ -783,6 +812,19 @@ impl RawConfig {
                 }
             },
             ticket_keys: (!t.ticket_keys.is_empty()).then(|| PathBuf::from(&t.ticket_keys)),
+            key_exchange: match t.key_exchange.as_str() {
+                "hybrid-preferred" => KeyExchange::HybridPreferred,
+                "hybrid-if-sent" => KeyExchange::HybridIfSent,
+                "classical" => KeyExchange::Classical,
+                other => {
+                    return Err(err(
+                        "tls.key_exchange",
+                        format!(
+                            "unsupported value {other:?} (expected \"hybrid-preferred\", \"hybrid-if-sent\" or \"classical\")"
+                        ),
+                    ))
+                }
+            },
         };
 
         let defaults = ClientAuthConfig {

@@ -317,6 +317,14 @@ async fn connection(
         }
     }
     let policies = &proxy.policies;
+    // hybrid-if-sent needs the key shares the client sent, which rustls does not show.
+    let shares = match policies.default.variants.classical.is_some() {
+        true => tokio::time::timeout_at(deadline, crate::tls::hello::peek_key_shares(&stream))
+            .await
+            .ok()
+            .flatten(),
+        false => None,
+    };
     let handshake = async move {
         let mut acceptor = LazyConfigAcceptor::new(Acceptor::default(), stream);
         let start = match (&mut acceptor).await {
@@ -327,7 +335,9 @@ async fn connection(
         // host advertises and verifies against its own CAs.
         let sni = start.client_hello().server_name().map(str::to_owned);
         let (id, policy) = policies.select(sni.as_deref());
-        match start.into_stream(policy.server_config.clone()).into_fallible().await {
+        let groups = start.client_hello().named_groups().unwrap_or_default();
+        let server_config = policy.config_for(groups, shares.as_deref()).clone();
+        match start.into_stream(server_config).into_fallible().await {
             Ok(tls) => Ok((id, tls, sni)),
             Err((error, io)) => Err((error, Some(io), sni)),
         }

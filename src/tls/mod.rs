@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod crl;
+pub mod hello;
 pub mod identity;
 pub mod load;
 pub mod select;
@@ -33,6 +34,8 @@ pub struct Policy {
     /// The names that select it (empty for the default policy).
     pub server_names: Vec<String>,
     pub server_config: Arc<rustls::ServerConfig>,
+    /// The key-exchange variants of `server_config` (see [`server::ServerConfigs`]).
+    pub variants: server::ServerConfigs,
     /// The server chain as loaded (leaf first), for reports.
     pub server_chain: Vec<CertificateDer<'static>>,
     pub cas: Vec<TrustedCa>,
@@ -92,6 +95,25 @@ pub(crate) fn utc(unix: i64) -> String {
         .ok()
         .and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| unix.to_string())
+}
+
+impl Policy {
+    /// The server config for a ClientHello: `groups` it supports, and the groups of the key
+    /// shares it sent (`None` when not looked at).
+    pub fn config_for(&self, groups: &[rustls::NamedGroup], shares: Option<&[u16]>) -> &Arc<rustls::ServerConfig> {
+        let hybrid = rustls::NamedGroup::X25519MLKEM768;
+        if let Some(only) = &self.variants.hybrid_only {
+            if groups.contains(&hybrid) {
+                return only;
+            }
+        }
+        if let (Some(classical), Some(shares)) = (&self.variants.classical, shares) {
+            if !shares.contains(&u16::from(hybrid)) {
+                return classical;
+            }
+        }
+        &self.variants.default
+    }
 }
 
 /// Where a policy's settings live in the config file, for error messages.
@@ -201,7 +223,7 @@ impl Policy {
             ),
             None => None,
         };
-        let server_config = server::build(
+        let variants = server::build(
             &config.tls,
             config.listener.http2,
             verifier.clone(),
@@ -229,7 +251,8 @@ impl Policy {
         Ok(Policy {
             name: keys.name.clone(),
             server_names: server_names.to_vec(),
-            server_config,
+            server_config: variants.default.clone(),
+            variants,
             server_chain,
             cas,
             crl_files: auth.crl.clone(),

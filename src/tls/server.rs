@@ -35,7 +35,32 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Builds a server config. Fails if the key does not match the certificate or is unusable.
+/// A policy's server configs: one per key-exchange variant `tls.key_exchange` needs, sharing
+/// the verifier, certificate and ticketer (a ticket from one resumes on another).
+#[derive(Clone, Debug)]
+pub struct ServerConfigs {
+    /// Every group, the hybrid first (or no hybrid with `classical`).
+    pub default: Arc<ServerConfig>,
+    /// X25519MLKEM768 alone: a client that supports it but sent another share gets a
+    /// HelloRetryRequest for it (`hybrid-preferred`).
+    pub hybrid_only: Option<Arc<ServerConfig>>,
+    /// Without the hybrid: a client that sent no hybrid share is never asked for one
+    /// (`hybrid-if-sent`).
+    pub classical: Option<Arc<ServerConfig>>,
+}
+
+/// The key-exchange groups offered: rustls' default order (X25519MLKEM768, X25519, P-256,
+/// P-384) or that without the hybrid.
+fn kx_groups(hybrid: bool) -> Vec<&'static dyn rustls::crypto::SupportedKxGroup> {
+    rustls::crypto::aws_lc_rs::default_provider()
+        .kx_groups
+        .into_iter()
+        .filter(|g| hybrid || g.name() != rustls::NamedGroup::X25519MLKEM768)
+        .collect()
+}
+
+/// Builds a policy's server configs. Fails if the key does not match the certificate or is
+/// unusable.
 pub fn build(
     tls: &TlsConfig,
     http2: bool,
@@ -43,12 +68,62 @@ pub fn build(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     shared: Option<super::tickets::SharedTickets>,
+) -> Result<ServerConfigs, rustls::Error> {
+    use crate::config::KeyExchange;
+    let default = build_one(
+        tls,
+        http2,
+        verifier.clone(),
+        chain.clone(),
+        key.clone_key(),
+        shared,
+        kx_groups(tls.key_exchange != KeyExchange::Classical),
+    )?;
+    let variant =
+        |groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>| -> Result<Arc<ServerConfig>, rustls::Error> {
+            let mut config = Arc::unwrap_or_clone(build_one(
+                tls,
+                http2,
+                verifier.clone(),
+                chain.clone(),
+                key.clone_key(),
+                None,
+                groups,
+            )?);
+            config.ticketer = default.ticketer.clone();
+            Ok(Arc::new(config))
+        };
+    let hybrid_only = match tls.key_exchange {
+        KeyExchange::HybridPreferred => Some(variant(vec![rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768])?),
+        _ => None,
+    };
+    let classical = match tls.key_exchange {
+        KeyExchange::HybridIfSent => Some(variant(kx_groups(false))?),
+        _ => None,
+    };
+    Ok(ServerConfigs {
+        default,
+        hybrid_only,
+        classical,
+    })
+}
+
+fn build_one(
+    tls: &TlsConfig,
+    http2: bool,
+    verifier: Arc<ClientVerifier>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    shared: Option<super::tickets::SharedTickets>,
+    groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
         MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = groups;
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;

@@ -14,6 +14,7 @@ mod loadtest;
 mod operations;
 mod operator;
 mod policy;
+mod pq;
 mod properties;
 mod records;
 mod responses;
