@@ -28,11 +28,7 @@ fn client(fx: &Fixture, groups: &[&'static dyn rustls::crypto::SupportedKxGroup]
     Arc::new(config)
 }
 
-async fn negotiated(
-    fx: &Fixture,
-    addr: std::net::SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> (NamedGroup, HandshakeKind) {
+async fn negotiated(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> (NamedGroup, HandshakeKind) {
     let tls = tls_connect(addr, config).await.expect("handshake");
     let session = tls.get_ref().1;
     let group = session.negotiated_key_exchange_group().expect("a group").name();
