@@ -158,6 +158,17 @@ pub enum CloudflareCommand {
         #[arg(long, default_value = crate::cloudflare::api::DEFAULT_BASE)]
         api_base: String,
     },
+    /// Post-quantum key agreement between Cloudflare and the origin (the zone's
+    /// origin_post_quantum_encryption setting).
+    #[command(after_help = "Examples:\n  originguard cloudflare pq status --zone $ZONE\n  \
+        originguard cloudflare pq set preferred --zone $ZONE --dry-run\n\n\
+        supported (Cloudflare's default): an X25519 share, the hybrid advertised — the origin's\n\
+        tls.key_exchange = \"hybrid-preferred\" gets X25519MLKEM768 by HelloRetryRequest;\n\
+        preferred: the hybrid share first; off: never.")]
+    Pq {
+        #[command(subcommand)]
+        command: PqCommand,
+    },
     /// Show the zone's Authenticated Origin Pulls settings and certificates.
     #[command(
         after_help = "Examples:\n  CLOUDFLARE_API_TOKEN=... originguard cloudflare status --zone $ZONE\n  \
@@ -220,6 +231,26 @@ pub enum CloudflareCommand {
         hostname: Option<String>,
         #[command(flatten)]
         guard: GuardArgs,
+    },
+}
+
+/// `originguard cloudflare pq ...`
+#[derive(Debug, Subcommand)]
+pub enum PqCommand {
+    /// Show the setting.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Change the setting.
+    Set {
+        /// supported | preferred | off
+        #[arg(value_enum)]
+        value: crate::cloudflare::PqSetting,
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        change: ChangeArgs,
     },
 }
 

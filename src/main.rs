@@ -5,7 +5,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use originguard::cli::{ApiArgs, ChangeArgs, Cli, CloudflareCommand, Command, HostCertArgs, LevelArgs, PkiCommand};
+use originguard::cli::{
+    ApiArgs, ChangeArgs, Cli, CloudflareCommand, Command, HostCertArgs, LevelArgs, PkiCommand, PqCommand,
+};
 use originguard::config::ConfigError;
 use originguard::tls::load::LoadError;
 use originguard::{app, check, cloudflare, config, demo, loadgen, pki, signal};
@@ -194,6 +196,12 @@ async fn cloudflare_command(command: CloudflareCommand) -> anyhow::Result<()> {
         })
     };
     match command {
+        CloudflareCommand::Pq {
+            command: PqCommand::Status { api },
+        } => cloudflare::pq(&session(&api, None)?, None).await,
+        CloudflareCommand::Pq {
+            command: PqCommand::Set { value, api, change },
+        } => cloudflare::pq(&session(&api, Some(&change))?, Some(value)).await,
         CloudflareCommand::Ips { out, json, api_base } => {
             cloudflare::ips(&cloudflare::Api::anonymous(&api_base)?, out.as_deref(), json).await
         }

@@ -46,6 +46,66 @@ pub struct Session {
     pub poll_interval: Duration,
 }
 
+/// The zone's post-quantum key agreement towards the origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PqSetting {
+    /// Cloudflare sends an X25519 share and advertises X25519MLKEM768 (its default): an origin
+    /// with `tls.key_exchange = "hybrid-preferred"` gets the hybrid by HelloRetryRequest.
+    Supported,
+    /// Cloudflare sends the hybrid share first.
+    Preferred,
+    /// Never.
+    Off,
+}
+
+impl PqSetting {
+    fn as_str(self) -> &'static str {
+        match self {
+            PqSetting::Supported => "supported",
+            PqSetting::Preferred => "preferred",
+            PqSetting::Off => "off",
+        }
+    }
+}
+
+/// `cloudflare pq status` and `cloudflare pq set`: the zone setting
+/// `origin_post_quantum_encryption` (`GET`/`PUT /zones/{zone}/cache/origin_post_quantum_encryption`).
+pub async fn pq(cx: &Session, set: Option<PqSetting>) -> anyhow::Result<()> {
+    let path = format!("/zones/{}/cache/origin_post_quantum_encryption", cx.zone);
+    let current = cx.api.call(Method::GET, &path, None).await?;
+    let value = current
+        .get("value")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let Some(wanted) = set else {
+        match cx.json {
+            true => println!("{}", serde_json::json!({ "origin_post_quantum_encryption": value })),
+            false => println!("post-quantum key agreement to the origin (origin_post_quantum_encryption): {value}"),
+        }
+        return Ok(());
+    };
+    if value == wanted.as_str() {
+        println!("origin_post_quantum_encryption is already {value}");
+        return Ok(());
+    }
+    cx.api
+        .call(
+            Method::PUT,
+            &path,
+            Some(serde_json::json!({ "value": wanted.as_str() })),
+        )
+        .await?;
+    match cx.api.dry_run() {
+        true => println!(
+            "dry-run: would set origin_post_quantum_encryption from {value} to {}",
+            wanted.as_str()
+        ),
+        false => println!("origin_post_quantum_encryption: {value} -> {}", wanted.as_str()),
+    }
+    Ok(())
+}
+
 /// `cloudflare status`.
 pub async fn status(cx: &Session, hostnames: &[String]) -> anyhow::Result<()> {
     let z = &cx.zone;

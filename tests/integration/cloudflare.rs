@@ -37,6 +37,8 @@ struct State {
     /// Refuse writes to zone settings with a permission error.
     deny_settings: bool,
     uploaded_keys: Vec<String>,
+    /// origin_post_quantum_encryption
+    pq: String,
 }
 
 struct FakeCloudflare {
@@ -55,6 +57,7 @@ impl FakeCloudflare {
     async fn start(setup: impl FnOnce(&mut State)) -> FakeCloudflare {
         let mut state = State {
             global: "off".into(),
+            pq: "supported".into(),
             ..State::default()
         };
         setup(&mut state);
@@ -154,6 +157,25 @@ async fn handle(request: Request<Incoming>, state: &Mutex<State>) -> Response<Fu
     };
     let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     match (method.clone(), parts.as_slice()) {
+        (Method::GET, ["cache", "origin_post_quantum_encryption"]) => envelope(
+            StatusCode::OK,
+            json!({ "id": "origin_post_quantum_encryption", "value": s.pq }),
+        ),
+        (Method::PUT, ["cache", "origin_post_quantum_encryption"]) => {
+            match body["value"].as_str() {
+                Some(v @ ("supported" | "preferred" | "off")) => s.pq = v.to_string(),
+                _ => {
+                    return envelope(
+                        StatusCode::BAD_REQUEST,
+                        json!([{ "code": 1007, "message": "invalid value" }]),
+                    )
+                }
+            }
+            envelope(
+                StatusCode::OK,
+                json!({ "id": "origin_post_quantum_encryption", "value": s.pq }),
+            )
+        }
         (Method::GET, ["settings", "tls_client_auth"]) => envelope(
             StatusCode::OK,
             json!({ "id": "tls_client_auth", "value": s.global, "editable": true }),
@@ -272,9 +294,9 @@ async fn cf(fake: &FakeCloudflare, args: &[&str]) -> (Option<i32>, String, Strin
         .args(args)
         .args(["--zone", ZONE, "--api-base", &fake.base()])
         // Only the commands that change something wait for certificates (status takes no such flags).
-        .args(match args.first() {
-            Some(&"status") => &[][..],
-            _ => &["--poll-interval", "20ms", "--wait", "10s"][..],
+        .args(match args.iter().take(2).any(|a| *a == "status") {
+            true => &[][..],
+            false => &["--poll-interval", "20ms", "--wait", "10s"][..],
         })
         .env("CLOUDFLARE_API_TOKEN", TOKEN)
         .env("RUST_LOG", "trace")
@@ -774,4 +796,37 @@ async fn ips_are_fetched_without_a_token_and_written_for_allow_peers_file() {
         "{err}"
     );
     assert_eq!(fake.calls(), vec!["GET /client/v4/ips".to_string()]);
+}
+
+#[tokio::test]
+async fn pq_status_and_set_read_and_change_the_zone_setting() {
+    let fake = FakeCloudflare::start(|_| {}).await;
+    let (code, out, err) = cf(&fake, &["pq", "status", "--json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("\"origin_post_quantum_encryption\":\"supported\""),
+        "{out}"
+    );
+    // A dry run changes nothing and says what it would do.
+    let (code, out, err) = cf(&fake, &["pq", "set", "preferred", "--dry-run"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("would set origin_post_quantum_encryption from supported to preferred"),
+        "{out}"
+    );
+    assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+    let (code, out, err) = cf(&fake, &["pq", "set", "preferred"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("supported -> preferred"), "{out}");
+    assert_eq!(
+        fake.writes(),
+        vec!["PUT /cache/origin_post_quantum_encryption".to_string()]
+    );
+    // Setting what is already set sends nothing.
+    let (code, _, _) = cf(&fake, &["pq", "set", "preferred"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(fake.writes().len(), 1);
+    // Values outside the three are a usage error.
+    let (code, _, _) = cf(&fake, &["pq", "set", "maybe"]).await;
+    assert_eq!(code, Some(2));
 }
