@@ -112,19 +112,31 @@ impl Api {
             println!("dry-run: {method} {}{path}{shown}", self.base);
             return Ok(Value::Null);
         }
+        // Only idempotent requests are retried after a failure that may have reached the API:
+        // a POST (an upload) that failed in transit, or got a 5xx, may have been applied.
+        // A 429 means it was not, whatever the method.
+        let idempotent = method != Method::POST;
         let mut delay = self.backoff;
         let mut last = None;
         for attempt in 1..=ATTEMPTS {
             match self.send(&method, path, body.as_ref()).await {
-                Ok((status, bytes)) => {
-                    let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                Ok((status, retry_after, bytes)) => {
+                    let retryable = status == StatusCode::TOO_MANY_REQUESTS || (idempotent && status.is_server_error());
                     if retryable && attempt < ATTEMPTS {
-                        tracing::debug!(%status, attempt, "cloudflare API busy; retrying");
-                        tokio::time::sleep(delay).await;
+                        // Retry-After (seconds) when the API says how long; else exponential backoff.
+                        let wait = retry_after.map_or(delay, |s| Duration::from_secs(s.min(MAX_RETRY_AFTER)));
+                        tracing::debug!(%status, attempt, ?wait, "cloudflare API busy; retrying");
+                        tokio::time::sleep(wait).await;
                         delay *= 2;
                         continue;
                     }
                     return self.envelope(&method, path, status, &bytes);
+                }
+                Err(error) if !idempotent => {
+                    return Err(error.context(format!(
+                        "{method} {path} failed in transit and may or may not have been applied; \
+                         not retried (check with `originguard cloudflare status`)"
+                    )));
                 }
                 Err(error) => {
                     tracing::debug!(%error, attempt, "cloudflare API unreachable; retrying");
@@ -182,7 +194,12 @@ impl Api {
         .into())
     }
 
-    async fn send(&self, method: &Method, path: &str, body: Option<&Value>) -> anyhow::Result<(StatusCode, Bytes)> {
+    async fn send(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Option<u64>, Bytes)> {
         let url = format!("{}{path}", self.base);
         let uri: Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
         let host = uri.host().context("URL without host")?.to_string();
@@ -225,7 +242,10 @@ impl Api {
     }
 }
 
-async fn roundtrip<I>(io: I, request: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, Bytes)>
+/// Longest Retry-After honoured, in seconds.
+const MAX_RETRY_AFTER: u64 = 60;
+
+async fn roundtrip<I>(io: I, request: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, Option<u64>, Bytes)>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -233,9 +253,14 @@ where
     let driver = tokio::spawn(conn);
     let response = send.send_request(request).await?;
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let bytes = response.into_body().collect().await?.to_bytes();
     driver.abort();
-    Ok((status, bytes))
+    Ok((status, retry_after, bytes))
 }
 
 /// The body with any private key replaced, for printing.

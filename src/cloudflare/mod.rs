@@ -552,8 +552,14 @@ fn on_off(value: Option<&Value>) -> &'static str {
     }
 }
 
+/// A progress line on stderr (not with --json). In a dry run nothing happened, and the line
+/// says so.
 fn say(cx: &Session, line: &str) {
+    use std::io::Write;
     if !cx.json {
-        eprintln!("{line}");
+        let _ = match cx.api.dry_run() {
+            true => writeln!(std::io::stderr(), "dry-run, would: {line}"),
+            false => writeln!(std::io::stderr(), "{line}"),
+        };
     }
 }

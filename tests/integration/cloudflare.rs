@@ -39,6 +39,10 @@ struct State {
     uploaded_keys: Vec<String>,
     /// origin_post_quantum_encryption
     pq: String,
+    /// Seconds sent in Retry-After with the busy answers.
+    retry_after: Option<u64>,
+    /// Answer this many POSTs with 503 (an upload that may or may not have been applied).
+    failing_posts: u32,
 }
 
 struct FakeCloudflare {
@@ -131,9 +135,22 @@ async fn handle(request: Request<Incoming>, state: &Mutex<State>) -> Response<Fu
     s.calls.push((method.to_string(), path.clone()));
     if s.busy > 0 {
         s.busy -= 1;
-        return envelope(
+        let mut answer = envelope(
             StatusCode::TOO_MANY_REQUESTS,
             json!([{ "code": 10429, "message": "rate limited" }]),
+        );
+        if let Some(seconds) = s.retry_after {
+            answer
+                .headers_mut()
+                .insert("retry-after", http::HeaderValue::from(seconds));
+        }
+        return answer;
+    }
+    if method == Method::POST && s.failing_posts > 0 {
+        s.failing_posts -= 1;
+        return envelope(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!([{ "code": 10503, "message": "upstream unavailable" }]),
         );
     }
     // The one endpoint that needs no token.
@@ -829,4 +846,38 @@ async fn pq_status_and_set_read_and_change_the_zone_setting() {
     // Values outside the three are a usage error.
     let (code, _, _) = cf(&fake, &["pq", "set", "maybe"]).await;
     assert_eq!(code, Some(2));
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_a_failed_upload_is_not_blindly_repeated() {
+    let fake = FakeCloudflare::start(|s| {
+        s.busy = 1;
+        s.retry_after = Some(1);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let (code, _, err) = cf(&fake, &["status"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    // The default backoff is 500 ms: a second means Retry-After was read.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let c = Customer::new().await;
+    let fake = FakeCloudflare::start(|s| s.failing_posts = 1).await;
+    let config = c.config(&c.ca_pem(), &c.ca_pem());
+    let (code, _, err) = cf(
+        &fake,
+        &["enable", "--zone-cert", &c.cert(), &c.key(), "--config", &config],
+    )
+    .await;
+    assert_ne!(code, Some(0));
+    assert_eq!(
+        fake.calls(),
+        vec!["POST /origin_tls_client_auth"],
+        "the upload was repeated"
+    );
+    assert!(err.contains("503"), "{err}");
 }
