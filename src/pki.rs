@@ -84,12 +84,95 @@ pub fn write_dev(dir: &Path, valid_days: i64, force: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Parses a PEM key: any classical type rcgen recognises, or ML-DSA (which rcgen 0.14 cannot
+/// load back, so it is wrapped here around aws-lc-rs' ML-DSA key pair).
+fn parse_key(pem: &str) -> anyhow::Result<CaKey> {
+    if let Ok(key) = KeyPair::from_pem(pem) {
+        return Ok(CaKey::Rcgen(key));
+    }
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("not a PEM private key: {e}"))?;
+    let candidates: [(
+        &'static aws_lc_rs::signature::PqdsaSigningAlgorithm,
+        &'static rcgen::SignatureAlgorithm,
+    ); 3] = [
+        (&aws_lc_rs::signature::ML_DSA_44_SIGNING, &rcgen::PKCS_ML_DSA_44),
+        (&aws_lc_rs::signature::ML_DSA_65_SIGNING, &rcgen::PKCS_ML_DSA_65),
+        (&aws_lc_rs::signature::ML_DSA_87_SIGNING, &rcgen::PKCS_ML_DSA_87),
+    ];
+    for (signing, alg) in candidates {
+        if let Ok(pair) = aws_lc_rs::signature::PqdsaKeyPair::from_pkcs8(signing, der.secret_der()) {
+            use aws_lc_rs::signature::KeyPair as _;
+            let public = pair.public_key().as_ref().to_vec();
+            return Ok(CaKey::MlDsa {
+                pair,
+                signing,
+                alg,
+                public,
+            });
+        }
+    }
+    anyhow::bail!("not a private key of a supported type (RSA, ECDSA, ML-DSA)")
+}
+
+/// A CA's signing key as loaded from `ca.key`.
+enum CaKey {
+    Rcgen(KeyPair),
+    MlDsa {
+        pair: aws_lc_rs::signature::PqdsaKeyPair,
+        signing: &'static aws_lc_rs::signature::PqdsaSigningAlgorithm,
+        alg: &'static rcgen::SignatureAlgorithm,
+        public: Vec<u8>,
+    },
+}
+
+impl rcgen::PublicKeyData for CaKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            CaKey::Rcgen(key) => key.der_bytes(),
+            CaKey::MlDsa { public, .. } => public,
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            CaKey::Rcgen(key) => key.algorithm(),
+            CaKey::MlDsa { alg, .. } => alg,
+        }
+    }
+}
+
+impl rcgen::SigningKey for CaKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            CaKey::Rcgen(key) => key.sign(msg),
+            CaKey::MlDsa { pair, signing, .. } => {
+                let mut signature = vec![0u8; signing.signature_len()];
+                let n = pair
+                    .sign(msg, &mut signature)
+                    .map_err(|_| rcgen::Error::RingUnspecified)?;
+                signature.truncate(n);
+                Ok(signature)
+            }
+        }
+    }
+}
+
 /// Key algorithms for `pki custom-ca` and `pki client`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum KeyType {
     Rsa4096,
     Rsa2048,
     P256,
+    /// ML-DSA-44 (FIPS 204), post-quantum: Cloudflare accepts ML-DSA certificates for
+    /// zone-level and per-hostname AOP.
+    #[value(name = "ml-dsa-44")]
+    MlDsa44,
+    #[value(name = "ml-dsa-65")]
+    MlDsa65,
+    #[value(name = "ml-dsa-87")]
+    MlDsa87,
 }
 
 impl KeyType {
@@ -98,6 +181,9 @@ impl KeyType {
             KeyType::Rsa4096 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096)?,
             KeyType::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?,
             KeyType::P256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
+            KeyType::MlDsa44 => KeyPair::generate_for(&rcgen::PKCS_ML_DSA_44)?,
+            KeyType::MlDsa65 => KeyPair::generate_for(&rcgen::PKCS_ML_DSA_65)?,
+            KeyType::MlDsa87 => KeyPair::generate_for(&rcgen::PKCS_ML_DSA_87)?,
         })
     }
 }
@@ -143,8 +229,7 @@ pub fn write_client(
         .with_context(|| format!("{}: cannot read", ca_dir.join("ca.pem").display()))?;
     let ca_key = std::fs::read_to_string(ca_dir.join("ca.key"))
         .with_context(|| format!("{}: cannot read", ca_dir.join("ca.key").display()))?;
-    let ca_key =
-        KeyPair::from_pem(&ca_key).with_context(|| format!("{}: invalid key", ca_dir.join("ca.key").display()))?;
+    let ca_key = parse_key(&ca_key).with_context(|| format!("{}: invalid key", ca_dir.join("ca.key").display()))?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
         .with_context(|| format!("{}: invalid CA certificate", ca_dir.join("ca.pem").display()))?;
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create directory", out.display()))?;
@@ -153,7 +238,13 @@ pub fn write_client(
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, common_name);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    // keyEncipherment only where the key can encipher (RSA); ML-DSA and ECDSA keys only sign.
+    params.key_usages = match key_type {
+        KeyType::Rsa4096 | KeyType::Rsa2048 => {
+            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
+        }
+        _ => vec![KeyUsagePurpose::DigitalSignature],
+    };
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.not_before = not_before;
     params.not_after = not_before + Duration::days(valid_days);

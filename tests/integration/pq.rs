@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use originguard::config::KeyExchange;
 use rustls::crypto::aws_lc_rs::kx_group::{X25519, X25519MLKEM768};
+use rustls::pki_types::pem::PemObject;
 use rustls::{HandshakeKind, NamedGroup};
 
 use crate::support::*;
@@ -81,4 +82,163 @@ async fn key_exchange_follows_the_setting_whatever_the_clients_group_order() {
         assert_eq!(refusal(proxy.addr, cloudflare_default.clone()).await, None);
         proxy.stop().await;
     }
+}
+
+#[tokio::test]
+async fn ml_dsa_client_certificates_from_ml_dsa_and_ecdsa_cas_are_verified_and_identified() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let mldsa_ca = Ca::root_alg("ML-DSA-65 origin-pull CA", &rcgen::PKCS_ML_DSA_65);
+    let path = fx.write("mldsa-ca.pem", &mldsa_ca.pem);
+    let mut config = fx.config(&backend.url());
+    config
+        .client_auth
+        .trust
+        .push(originguard::config::TrustSource::File(path));
+    let proxy = spawn_proxy(config).await;
+
+    let cases = [
+        (
+            "mldsa44-under-mldsa",
+            mldsa_ca.leaf_alg(Leaf::client("mldsa44-under-mldsa"), &rcgen::PKCS_ML_DSA_44),
+        ),
+        (
+            "mldsa65-under-mldsa",
+            mldsa_ca.leaf_alg(Leaf::client("mldsa65-under-mldsa"), &rcgen::PKCS_ML_DSA_65),
+        ),
+        (
+            "mldsa44-under-ecdsa",
+            fx.client_ca
+                .leaf_alg(Leaf::client("mldsa44-under-ecdsa"), &rcgen::PKCS_ML_DSA_44),
+        ),
+        ("ecdsa-under-mldsa", mldsa_ca.leaf(Leaf::client("ecdsa-under-mldsa"))),
+    ];
+    for (cn, leaf) in &cases {
+        let (status, _, _) = request(proxy.addr, fx.client_config(Some(leaf)), get("/")).await;
+        assert_eq!(status, 200, "{cn}");
+        let xfcc = backend.last().headers["x-forwarded-client-cert"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert!(xfcc.contains(&format!("Subject=\"CN={cn}\"")), "{cn}: {xfcc}");
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.chain[0].as_ref());
+        let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert!(xfcc.starts_with(&format!("Hash={hash};")), "{cn}: {xfcc}");
+    }
+    // An ML-DSA CA the policy does not trust: unknown_ca.
+    let stranger = Ca::root_alg("stranger ML-DSA CA", &rcgen::PKCS_ML_DSA_44)
+        .leaf_alg(Leaf::client("intruder"), &rcgen::PKCS_ML_DSA_44);
+    assert_eq!(
+        refusal(proxy.addr, fx.client_config(Some(&stranger))).await,
+        Some(rustls::AlertDescription::UnknownCA)
+    );
+    assert_eq!(backend.count(), cases.len());
+    proxy.stop().await;
+}
+
+/// The whole client-certificate policy holds for ML-DSA chains: CRLs (signed with ML-DSA),
+/// depth, allow-lists and the verified-chain cache.
+#[test]
+fn ml_dsa_chains_get_the_same_policy_crls_depth_allow_lists_and_cache() {
+    use originguard::config::AllowLists;
+    use originguard::tls::load;
+    use originguard::tls::{ClientVerifier, Reason, Revocations};
+    use rustls::pki_types::UnixTime;
+
+    let ca = Ca::root_alg("ML-DSA-44 CA", &rcgen::PKCS_ML_DSA_44);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.pem).expect("write");
+    let cas = load::trusted_cas(&ca_path).expect("an ML-DSA CA loads");
+    let crl_path = dir.path().join("crl.pem");
+    std::fs::write(&crl_path, ca.crl(&[77])).expect("write");
+    let algs = rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
+    let mut revocations = Revocations::default();
+    for der in load::crls(&crl_path).expect("crl") {
+        revocations
+            .add(&der, &cas, algs.all)
+            .expect("an ML-DSA-signed CRL verifies");
+    }
+    let allow = AllowLists {
+        subjects: vec!["CN=allowed".into()],
+        ..AllowLists::default()
+    };
+    let verifier = ClientVerifier::new(&cas, 1, revocations, allow, true, algs);
+    let now = UnixTime::now();
+    let reason = |c: &ClientCert| verifier.verify(&c.chain[0], &c.chain[1..], now).err().map(|(r, _)| r);
+    let ml = &rcgen::PKCS_ML_DSA_44;
+
+    let allowed = ca.leaf_alg(Leaf::client("allowed"), ml);
+    assert_eq!(reason(&allowed), None);
+    assert_eq!(reason(&allowed), None);
+    assert_eq!(
+        verifier.cache_stats(),
+        Some((1, 1)),
+        "the second verification was not a cache hit"
+    );
+    let revoked = ca.leaf_alg(
+        Leaf {
+            serial: Some(77),
+            ..Leaf::client("allowed")
+        },
+        ml,
+    );
+    assert_eq!(reason(&revoked), Some(Reason::Revoked));
+    assert_eq!(
+        reason(&ca.leaf_alg(Leaf::client("someone-else"), ml)),
+        Some(Reason::NotAllowed)
+    );
+    let via_intermediate = ca.intermediate("intermediate").leaf_alg(Leaf::client("allowed"), ml);
+    assert_eq!(reason(&via_intermediate), Some(Reason::BadDepth));
+}
+
+#[tokio::test]
+async fn pki_makes_ml_dsa_cas_and_clients_that_the_proxy_accepts() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_originguard"))
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca_dir, client_dir) = (fx.path("aop-ca"), fx.path("aop-client"));
+    let (ca_dir, client_dir) = (ca_dir.to_str().expect("utf-8"), client_dir.to_str().expect("utf-8"));
+    run(&["pki", "custom-ca", "--out", ca_dir, "--key-type", "ml-dsa-65"]);
+    run(&[
+        "pki",
+        "client",
+        "--ca",
+        ca_dir,
+        "--out",
+        client_dir,
+        "--key-type",
+        "ml-dsa-44",
+    ]);
+    let mut config = fx.config(&backend.url());
+    config.client_auth.trust = vec![originguard::config::TrustSource::File(fx.path("aop-ca/ca.pem"))];
+    let proxy = spawn_proxy(config).await;
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(fx.path("aop-client/client.pem"))
+        .expect("client.pem")
+        .map(|c| c.expect("certificate"))
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(fx.path("aop-client/client.key")).expect("client.key");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(fx.server_ca.der.clone()).expect("server CA");
+    let mut client =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("an ML-DSA client key");
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let (status, _, _) = request(proxy.addr, Arc::new(client), get("/")).await;
+    assert_eq!(status, 200);
+    proxy.stop().await;
 }

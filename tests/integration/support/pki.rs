@@ -96,7 +96,15 @@ impl Ca {
 
     /// A root CA that expires `validity` from now.
     pub fn root_valid_for(cn: &str, validity: Duration) -> Ca {
-        let key = KeyPair::generate().expect("key");
+        Ca::root_with(cn, validity, KeyPair::generate().expect("key"))
+    }
+
+    /// A root CA whose key uses `alg` (e.g. `rcgen::PKCS_ML_DSA_44`).
+    pub fn root_alg(cn: &str, alg: &'static rcgen::SignatureAlgorithm) -> Ca {
+        Ca::root_with(cn, Duration::days(365), KeyPair::generate_for(alg).expect("key"))
+    }
+
+    fn root_with(cn: &str, validity: Duration, key: KeyPair) -> Ca {
         let mut params = ca_params(cn);
         params.not_after = OffsetDateTime::now_utc() + validity;
         let cert = params.self_signed(&key).expect("self-signed CA");
@@ -124,7 +132,15 @@ impl Ca {
     }
 
     pub fn leaf(&self, leaf: Leaf) -> ClientCert {
-        let key = KeyPair::generate().expect("key");
+        self.leaf_with(leaf, KeyPair::generate().expect("key"))
+    }
+
+    /// A leaf whose key uses `alg` (e.g. `rcgen::PKCS_ML_DSA_65`).
+    pub fn leaf_alg(&self, leaf: Leaf, alg: &'static rcgen::SignatureAlgorithm) -> ClientCert {
+        self.leaf_with(leaf, KeyPair::generate_for(alg).expect("key"))
+    }
+
+    fn leaf_with(&self, leaf: Leaf, key: KeyPair) -> ClientCert {
         let mut params = CertificateParams::new(leaf.sans).expect("sans");
         for uri in leaf.uris {
             params
