@@ -209,6 +209,7 @@ pub fn config_warnings(config: &Config, now: OffsetDateTime) -> Vec<String> {
 pub fn warnings(policies: &PolicySet, now: OffsetDateTime) -> Vec<String> {
     let mut warnings = Vec::new();
     let soon = now + time::Duration::days(EXPIRY_WARNING_DAYS);
+    let mut stale = Vec::new();
     let mut expiry = |what: String, s: &CertSummary| match s.not_after {
         Some(t) if t <= now => warnings.push(format!("{what} {} expired on {}", s.subject, s.not_after_text())),
         Some(t) if t <= soon => warnings.push(format!(
@@ -219,6 +220,15 @@ pub fn warnings(policies: &PolicySet, now: OffsetDateTime) -> Vec<String> {
         _ => {}
     };
     for policy in policies.all() {
+        let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+        for next in policy.verifier.stale_crls(unix) {
+            stale.push(format!(
+                "{}: a CRL is past its nextUpdate ({}): it still revokes what it lists, but newer \
+                 revocations are unknown; fetch a fresh one (client_auth.crl_stale = \"refuse\" refuses its CA's clients meanwhile)",
+                policy.name,
+                crate::tls::utc(i64::try_from(next).unwrap_or(i64::MAX))
+            ));
+        }
         if let Some(leaf) = policy.server_chain.first() {
             expiry(format!("{}: server certificate", policy.name), &CertSummary::of(leaf));
         }
@@ -226,6 +236,7 @@ pub fn warnings(policies: &PolicySet, now: OffsetDateTime) -> Vec<String> {
             expiry(format!("{}: trusted CA", policy.name), &CertSummary::of(&ca.der));
         }
     }
+    warnings.extend(stale);
 
     let cloudflare = load::cloudflare_ca();
     let is_cloudflare_pull_ca = |ca: &TrustedCa| {

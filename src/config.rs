@@ -146,6 +146,8 @@ pub struct ClientAuthConfig {
     /// Apache `SSLVerifyDepth` meaning: 1 = leaf issued directly by a trusted CA.
     pub verify_depth: u8,
     pub crl: Vec<PathBuf>,
+    /// A CRL past its nextUpdate: `true` refuses every client of its CA; `false` warns.
+    pub crl_stale_refuse: bool,
     pub allow: AllowLists,
     /// Remember verified chains (see `tls::cache`).
     pub verify_cache: bool,
@@ -565,6 +567,7 @@ struct RawClientAuth {
     trust: Option<Vec<String>>,
     verify_depth: Option<i64>,
     crl: Option<Vec<String>>,
+    crl_stale: Option<String>,
     verify_cache: Option<bool>,
     allow_subjects: Option<Vec<String>>,
     allow_dns_names: Option<Vec<String>>,
@@ -831,6 +834,7 @@ impl RawConfig {
             trust: vec![TrustSource::Cloudflare],
             verify_depth: 1,
             crl: Vec::new(),
+            crl_stale_refuse: false,
             allow: AllowLists::default(),
             verify_cache: true,
         };
@@ -1008,6 +1012,17 @@ impl RawClientAuth {
                 .map(|(i, p)| non_empty_path(file, &key(&format!("crl[{i}]")), p))
                 .collect::<Result<_, _>>()?,
         };
+        let crl_stale_refuse = match self.crl_stale.as_deref() {
+            None => parent.crl_stale_refuse,
+            Some("warn") => false,
+            Some("refuse") => true,
+            Some(other) => {
+                return Err(err(
+                    key("crl_stale"),
+                    format!("unsupported value {other:?} (expected \"warn\" or \"refuse\")"),
+                ))
+            }
+        };
         let p = &parent.allow;
         let allow = AllowLists {
             subjects: match self.allow_subjects {
@@ -1046,6 +1061,7 @@ impl RawClientAuth {
             trust,
             verify_depth,
             crl,
+            crl_stale_refuse,
             allow,
             verify_cache: self.verify_cache.unwrap_or(parent.verify_cache),
         })

@@ -7,8 +7,10 @@
 //! startup or reload. A handshake then costs one ordered-map lookup of the serial.
 //!
 //! Scope: CRLs issued by trusted CAs cover the certificates those CAs issued directly — the
-//! whole AOP chain at `verify_depth = 1`. Intermediate CAs' CRLs are not supported. A CRL's
-//! nextUpdate is not enforced (an out-of-date CRL still revokes what it lists).
+//! whole AOP chain at `verify_depth = 1`. Intermediate CAs' CRLs are not supported. A CRL past
+//! its nextUpdate still revokes what it lists; with `client_auth.crl_stale = "refuse"` it also
+//! refuses every other client of its CA (revocation status unknown), otherwise `check`, startup
+//! and the daily check warn.
 
 use rustls::pki_types::{CertificateRevocationListDer, SignatureVerificationAlgorithm};
 
@@ -17,8 +19,10 @@ use super::load::TrustedCa;
 /// The verified CRLs of one policy.
 #[derive(Debug, Default)]
 pub struct Revocations {
-    /// (SPKI contents of the issuing trust anchor, its CRL).
-    lists: Vec<(Vec<u8>, webpki::CertRevocationList<'static>)>,
+    /// (SPKI contents of the issuing trust anchor, its CRL, its nextUpdate in Unix seconds).
+    lists: Vec<(Vec<u8>, webpki::CertRevocationList<'static>, Option<u64>)>,
+    /// `crl_stale = "refuse"`.
+    pub refuse_stale: bool,
 }
 
 impl Revocations {
@@ -44,8 +48,16 @@ impl Revocations {
             .into_iter()
             .find(|ca| verify_signature(der.as_ref(), ca.anchor.subject_public_key_info.as_ref(), algorithms))
             .ok_or("CRL signature does not verify with the key of the trusted CA that has its issuer name")?;
-        self.lists
-            .push((signer.anchor.subject_public_key_info.as_ref().to_vec(), crl));
+        use x509_parser::prelude::FromDer;
+        let next_update = x509_parser::revocation_list::CertificateRevocationList::from_der(der.as_ref())
+            .ok()
+            .and_then(|(_, parsed)| parsed.next_update())
+            .and_then(|t| u64::try_from(t.timestamp()).ok());
+        self.lists.push((
+            signer.anchor.subject_public_key_info.as_ref().to_vec(),
+            crl,
+            next_update,
+        ));
         Ok(())
     }
 
@@ -57,8 +69,39 @@ impl Revocations {
     pub fn is_revoked(&self, issuer_spki: &[u8], serial: &[u8]) -> bool {
         self.lists
             .iter()
-            .filter(|(spki, _)| spki.as_slice() == issuer_spki)
-            .any(|(_, crl)| matches!(crl.find_serial(serial), Ok(Some(_))))
+            .filter(|(spki, _, _)| spki.as_slice() == issuer_spki)
+            .any(|(_, crl, _)| matches!(crl.find_serial(serial), Ok(Some(_))))
+    }
+
+    /// With `refuse_stale`: whether a CRL of this anchor is past its nextUpdate at `now`.
+    pub fn stale_refusal(&self, issuer_spki: &[u8], now: u64) -> bool {
+        self.refuse_stale
+            && self
+                .lists
+                .iter()
+                .any(|(spki, _, next)| spki.as_slice() == issuer_spki && next.is_some_and(|n| now > n))
+    }
+
+    /// The earliest nextUpdate of this anchor's CRLs, when stale CRLs refuse (bounds how long a
+    /// verified chain may stay cached).
+    pub fn refuse_after(&self, issuer_spki: &[u8]) -> Option<u64> {
+        self.refuse_stale
+            .then(|| {
+                self.lists
+                    .iter()
+                    .filter(|(spki, _, _)| spki.as_slice() == issuer_spki)
+                    .filter_map(|(_, _, next)| *next)
+                    .min()
+            })
+            .flatten()
+    }
+
+    /// nextUpdate (Unix seconds) of every CRL past it at `now`, for warnings.
+    pub fn stale(&self, now: u64) -> Vec<u64> {
+        self.lists
+            .iter()
+            .filter_map(|(_, _, next)| next.filter(|n| now > *n))
+            .collect()
     }
 }
 

@@ -191,6 +191,7 @@ impl Policy {
         }
         let algorithms = server::provider().signature_verification_algorithms;
         let mut revocations = Revocations::default();
+        revocations.refuse_stale = auth.crl_stale_refuse;
         let mut revocation_ders = Vec::new();
         for (i, path) in auth.crl.iter().enumerate() {
             let key = format!("{}.crl[{i}]", keys.client_auth);

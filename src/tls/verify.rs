@@ -289,6 +289,9 @@ impl ClientVerifier {
                 if self.revocations.is_revoked(anchor_spki, top) {
                     return Err(webpki::Error::CertRevoked);
                 }
+                if self.revocations.stale_refusal(anchor_spki, now.as_secs()) {
+                    return Err(webpki::Error::UnknownRevocationStatus);
+                }
             }
             Ok(())
         };
@@ -328,12 +331,24 @@ impl ClientVerifier {
                 CertificateError::ApplicationVerificationFailure.into(),
             ));
         }
-        let window = cache::validity_window(&parsed)
+        let mut window = cache::validity_window(&parsed)
             .ok_or((Reason::Other, rustls::Error::from(CertificateError::BadEncoding)))?;
+        // A cached chain must not outlive a CRL that will then refuse it.
+        if let Some(limit) = self
+            .revocations
+            .refuse_after(path.anchor().subject_public_key_info.as_ref())
+        {
+            window.1 = window.1.min(limit);
+        }
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(key, window);
         }
         Ok(window.1)
+    }
+
+    /// nextUpdate (Unix seconds) of each of this policy's CRLs that is past it at `now`.
+    pub fn stale_crls(&self, now: u64) -> Vec<u64> {
+        self.revocations.stale(now)
     }
 
     /// Verified-chain cache (hits, misses), when the cache is on.

@@ -381,3 +381,34 @@ async fn a_client_revoked_by_reload_is_refused_even_after_cached_verifications()
     );
     proxy.stop().await;
 }
+
+/// `client_auth.crl_stale`: a CRL past its nextUpdate warns, or refuses its CA's clients.
+#[test]
+fn a_stale_crl_warns_or_refuses_as_configured() {
+    let fx = Fixture::new();
+    let stale = fx
+        .client_ca
+        .crl_until(&[4242], OffsetDateTime::now_utc() - Duration::days(1));
+    let crl = fx.write("stale.crl", &stale);
+    let mut config = fx.config("http://127.0.0.1:9");
+    config.client_auth.crl = vec![crl];
+    let policies = originguard::tls::PolicySet::build(&config).expect("valid");
+    let verifier = &policies.default.verifier;
+    assert!(
+        verifier.verify(&fx.client.chain[0], &[], UnixTime::now()).is_ok(),
+        "warn mode refused"
+    );
+    let warnings = originguard::check::warnings(&policies, OffsetDateTime::now_utc());
+    assert!(
+        warnings.iter().any(|w| w.contains("past its nextUpdate")),
+        "{warnings:?}"
+    );
+
+    config.client_auth.crl_stale_refuse = true;
+    let policies = originguard::tls::PolicySet::build(&config).expect("valid");
+    let refused = policies
+        .default
+        .verifier
+        .verify(&fx.client.chain[0], &[], UnixTime::now());
+    assert_eq!(refused.err().map(|(r, _)| r), Some(Reason::Revoked));
+}

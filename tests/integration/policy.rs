@@ -39,6 +39,7 @@ impl Hosts {
                 trust: vec![TrustSource::File(self.fx.path(ca_file))],
                 verify_depth: 1,
                 crl: vec![],
+                crl_stale_refuse: false,
                 allow: AllowLists::default(),
                 verify_cache: true,
             },

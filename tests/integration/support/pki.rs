@@ -179,10 +179,15 @@ impl Ca {
 
     /// A PEM CRL from this CA revoking `serials`.
     pub fn crl(&self, serials: &[u64]) -> String {
+        self.crl_until(serials, OffsetDateTime::now_utc() + Duration::days(7))
+    }
+
+    /// A PEM CRL from this CA revoking `serials`, with `next_update` (in the past: stale).
+    pub fn crl_until(&self, serials: &[u64], next_update: OffsetDateTime) -> String {
         let now = OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
-            this_update: now - Duration::hours(1),
-            next_update: now + Duration::days(7),
+            this_update: next_update.min(now) - Duration::days(8),
+            next_update,
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs: serials
