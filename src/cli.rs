@@ -321,7 +321,7 @@ pub struct GuardArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct LoadtestArgs {
-    /// Server address: HOST:PORT, or https://HOST[:PORT][/PATH] (sets the server name and the
+    /// Server address: HOST:PORT, or `https://HOST[:PORT][/PATH]` (sets the server name and the
     /// request path too).
     #[arg(long)]
     pub target: String,
