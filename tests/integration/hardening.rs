@@ -28,18 +28,19 @@ async fn exchange(proxy: &ProxyHandle, fx: &Fixture, bytes: &[u8]) -> String {
     raw_exchange(proxy.addr, fx.client_config(Some(&fx.client)), bytes).await
 }
 
-/// Reads until the peer closes or errors; false if it stays open for `WAIT`.
-async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin), wait: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    let read_to_close = async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(wait, read_to_close).await.is_ok()
+/// A WebSocket tunnel through the proxy to the backend's `/ws` echo (101 already read).
+async fn open_tunnel(proxy: &ProxyHandle, fx: &Fixture) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut tunnel = tls_connect(proxy.addr, fx.client_config(Some(&fx.client)))
+        .await
+        .expect("handshake");
+    tunnel
+        .write_all(b"GET /ws HTTP/1.1\r\nhost: localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = tunnel.read(&mut buf).await.expect("101");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    tunnel
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -485,16 +486,8 @@ async fn websocket_tunnels_hold_a_connection_permit_and_close_when_idle() {
     config.listener.max_connections = 1;
     config.listener.idle_timeout = Duration::from_millis(800);
     let proxy = spawn_proxy(config).await;
-    let mut tunnel = tls_connect(proxy.addr, fx.client_config(Some(&fx.client)))
-        .await
-        .expect("handshake");
-    tunnel
-        .write_all(b"GET /ws HTTP/1.1\r\nhost: localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
-        .await
-        .expect("write");
+    let mut tunnel = open_tunnel(&proxy, &fx).await;
     let mut buf = vec![0u8; 1024];
-    let n = tunnel.read(&mut buf).await.expect("101");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
     tunnel.write_all(b"ping").await.expect("write");
     let n = tunnel.read(&mut buf).await.expect("echo");
     assert_eq!(&buf[..n], b"ping");
@@ -532,16 +525,7 @@ async fn a_tunnel_is_closed_when_the_drain_ends() {
     let mut config = fx.config(&backend.url());
     config.listener.drain_timeout = Duration::from_millis(500);
     let proxy = spawn_proxy(config).await;
-    let mut tunnel = tls_connect(proxy.addr, fx.client_config(Some(&fx.client)))
-        .await
-        .expect("handshake");
-    tunnel
-        .write_all(b"GET /ws HTTP/1.1\r\nhost: localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = vec![0u8; 1024];
-    let n = tunnel.read(&mut buf).await.expect("101");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    let mut tunnel = open_tunnel(&proxy, &fx).await;
     // Traffic keeps flowing while the drain runs; the drain's end closes the tunnel anyway.
     let stopped = tokio::spawn(proxy.stop());
     for _ in 0..3 {

@@ -7,20 +7,6 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-/// Reads until EOF or error; returns how long that took, or `None` if still open at `WAIT`.
-async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin)) -> bool {
-    let mut buf = [0u8; 1024];
-    let read_to_close = async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, read_to_close).await.is_ok()
-}
-
 #[tokio::test]
 async fn silent_tcp_peer_is_dropped_at_handshake_timeout() {
     let fx = Fixture::new();
@@ -29,7 +15,7 @@ async fn silent_tcp_peer_is_dropped_at_handshake_timeout() {
     config.listener.handshake_timeout = Duration::from_millis(300);
     let proxy = spawn_proxy(config).await;
     let mut silent = TcpStream::connect(proxy.addr).await.expect("connect");
-    assert!(closed_within(&mut silent).await, "a silent peer was kept open");
+    assert!(closed_within(&mut silent, WAIT).await, "a silent peer was kept open");
     // A client that completes the handshake afterwards is unaffected.
     let (status, _, _) = request(proxy.addr, fx.client_config(Some(&fx.client)), get("/")).await;
     assert_eq!(status, 200);
@@ -52,7 +38,7 @@ async fn idle_keep_alive_connection_is_closed_at_idle_timeout() {
     let mut buf = vec![0u8; 4096];
     let n = tls.read(&mut buf).await.expect("response");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    assert!(closed_within(&mut tls).await, "idle connection was kept open");
+    assert!(closed_within(&mut tls, WAIT).await, "idle connection was kept open");
     proxy.stop().await;
 }
 
@@ -67,7 +53,10 @@ async fn slow_request_head_is_cut_at_header_read_timeout() {
         .await
         .expect("handshake");
     tls.write_all(b"GET / HTTP/1.1\r\nhost: loc").await.expect("write");
-    assert!(closed_within(&mut tls).await, "a half-sent head was waited on forever");
+    assert!(
+        closed_within(&mut tls, WAIT).await,
+        "a half-sent head was waited on forever"
+    );
     assert_eq!(backend.count(), 0);
     proxy.stop().await;
 }

@@ -583,6 +583,20 @@ pub async fn request_once(
     }
 }
 
+/// Reads until the peer closes or errors; false if it stays open for `wait`.
+pub async fn closed_within(stream: &mut (impl AsyncReadExt + Unpin), wait: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let read_to_close = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(wait, read_to_close).await.is_ok()
+}
+
 /// Writes raw bytes over an mTLS connection and reads until the proxy closes or `WAIT`.
 pub async fn raw_exchange(addr: SocketAddr, config: Arc<ClientConfig>, bytes: &[u8]) -> String {
     let mut tls = tls_connect(addr, config).await.expect("handshake");
