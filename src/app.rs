@@ -145,7 +145,7 @@ fn log_policies(config: &Config, policies: &PolicySet) {
     for policy in policies.all() {
         for ca in &policy.cas {
             let s = check::CertSummary::of(&ca.der);
-            info!(policy = %policy.name, subject = %s.subject, sha256 = %s.sha256, source = %ca.source, "trusting client CA");
+            info!(policy = %policy.name, subject = %s.subject, sha256 = %s.sha256, key = %s.key, source = %ca.source, "trusting client CA");
         }
         info!(
             policy = %policy.name,

@@ -24,6 +24,9 @@ pub struct CertSummary {
     pub subject: String,
     pub not_after: Option<OffsetDateTime>,
     pub sha256: String,
+    /// The certificate's key algorithm (what the certificates it issues are signed with, for a
+    /// CA): `RSA-4096`, `ECDSA P-256`, `ML-DSA-65`, ...
+    pub key: String,
 }
 
 impl CertSummary {
@@ -41,11 +44,13 @@ impl CertSummary {
                 subject: rfc4514(cert.subject()),
                 not_after: Some(cert.validity().not_after.to_datetime()),
                 sha256,
+                key: key_algorithm(&cert),
             },
             Err(_) => CertSummary {
                 subject: "(unparsable)".into(),
                 not_after: None,
                 sha256,
+                key: "unknown".into(),
             },
         }
     }
@@ -55,6 +60,37 @@ impl CertSummary {
         self.not_after
             .and_then(|t| t.format(&format).ok())
             .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// A certificate's public-key algorithm in words (ML-DSA parameter sets by OID).
+fn key_algorithm(cert: &X509Certificate<'_>) -> String {
+    let spki = cert.public_key();
+    let oid = spki.algorithm.algorithm.to_id_string();
+    match oid.as_str() {
+        "1.2.840.113549.1.1.1" => match spki.parsed() {
+            Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => format!("RSA-{}", rsa.key_size()),
+            _ => "RSA".into(),
+        },
+        "1.2.840.10045.2.1" => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|c| c.to_id_string());
+            match curve.as_deref() {
+                Some("1.2.840.10045.3.1.7") => "ECDSA P-256".into(),
+                Some("1.3.132.0.34") => "ECDSA P-384".into(),
+                Some("1.3.132.0.35") => "ECDSA P-521".into(),
+                _ => "ECDSA".into(),
+            }
+        }
+        "1.3.101.112" => "Ed25519".into(),
+        "2.16.840.1.101.3.4.3.17" => "ML-DSA-44".into(),
+        "2.16.840.1.101.3.4.3.18" => "ML-DSA-65".into(),
+        "2.16.840.1.101.3.4.3.19" => "ML-DSA-87".into(),
+        other => other.to_string(),
     }
 }
 
@@ -151,6 +187,7 @@ fn describe_policy(out: &mut String, policy: &Policy) {
         let s = CertSummary::of(&ca.der);
         let _ = writeln!(out, "  trusted CA: {}", s.subject);
         let _ = writeln!(out, "    sha256: {}", s.sha256);
+        let _ = writeln!(out, "    key: {}", s.key);
         let _ = writeln!(out, "    not after: {}", s.not_after_text());
         let _ = writeln!(out, "    source: {}", ca.source);
     }

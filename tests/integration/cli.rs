@@ -50,6 +50,8 @@ fn shipped_example_config_checks_clean() {
         "{text}"
     );
     assert!(text.contains("not after: 2029-11-01 17:00:00 UTC"), "{text}");
+    assert!(text.contains("key: RSA-4096"), "{text}");
+    assert!(text.contains("key exchange: hybrid-preferred"), "{text}");
     assert!(
         text.contains("warning: default: only the shared Cloudflare origin-pull CA is trusted"),
         "{text}"

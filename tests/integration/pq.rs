@@ -220,6 +220,19 @@ async fn pki_makes_ml_dsa_cas_and_clients_that_the_proxy_accepts() {
         "--key-type",
         "ml-dsa-44",
     ]);
+    // check names the CA's algorithm.
+    let d = fx.dir.path().display();
+    let toml = format!(
+        "[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
+         [client_auth]\ntrust = [\"{d}/aop-ca/ca.pem\"]\n[upstream]\nurl = \"http://127.0.0.1:9\"\n"
+    );
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_originguard"))
+        .args(["check", "--config"])
+        .arg(fx.write("mldsa.toml", &toml))
+        .output()
+        .expect("run");
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(report.contains("key: ML-DSA-65"), "{report}");
     let mut config = fx.config(&backend.url());
     config.client_auth.trust = vec![originguard::config::TrustSource::File(fx.path("aop-ca/ca.pem"))];
     let proxy = spawn_proxy(config).await;
