@@ -274,19 +274,20 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         })
     });
 
+    let worker = || Worker {
+        target,
+        server_name: server_name.clone(),
+        connector: connector.clone(),
+        options: options.clone(),
+        shared: shared.clone(),
+        deadline,
+    };
     let mut total = WorkerStats::new();
     if let Some(rate) = options.rate {
         // Open model: connection i is meant to start at `started + i / rate`; at most
         // `--connections` are in flight (beyond that a start waits, and the wait counts in its
         // latency, which runs from the intended start).
-        let worker = Arc::new(Worker {
-            target,
-            server_name: server_name.clone(),
-            connector: connector.clone(),
-            options: options.clone(),
-            shared: shared.clone(),
-            deadline,
-        });
+        let worker = Arc::new(worker());
         let in_flight = Arc::new(tokio::sync::Semaphore::new(options.connections.max(1)));
         let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
         let mut tasks = Vec::new();
@@ -310,24 +311,14 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         for task in tasks {
             total.merge(task.await.context("load task panicked")?);
         }
-    }
-    let mut workers = Vec::with_capacity(options.connections);
-    for _ in 0..options.connections.max(1) {
-        if options.rate.is_some() {
-            break;
+    } else {
+        // Closed model: each worker starts its next connection when the previous one is done.
+        let workers: Vec<_> = (0..options.connections.max(1))
+            .map(|_| tokio::spawn(worker().run()))
+            .collect();
+        for worker in workers {
+            total.merge(worker.await.context("load worker panicked")?);
         }
-        let worker = Worker {
-            target,
-            server_name: server_name.clone(),
-            connector: connector.clone(),
-            options: options.clone(),
-            shared: shared.clone(),
-            deadline,
-        };
-        workers.push(tokio::spawn(worker.run()));
-    }
-    for worker in workers {
-        total.merge(worker.await.context("load worker panicked")?);
     }
     end_progress(progress);
     let elapsed = started.elapsed().as_secs_f64();

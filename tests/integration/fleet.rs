@@ -4,6 +4,16 @@ use rustls::HandshakeKind;
 
 use crate::support::*;
 
+/// A TLS 1.3 client with a session cache of its own (tickets offered on later connections).
+fn tls13(fx: &Fixture) -> std::sync::Arc<rustls::ClientConfig> {
+    client_config(
+        &fx.server_ca.der,
+        Some(&fx.client),
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    )
+}
+
 #[tokio::test]
 async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_keys_or_trust_change() {
     let fx = Fixture::new();
@@ -22,12 +32,7 @@ async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_key
     config.tls.ticket_keys = Some(keys.clone());
     let a = spawn_proxy(config.clone()).await;
     let b = spawn_proxy(config.clone()).await;
-    let client = client_config(
-        &fx.server_ca.der,
-        Some(&fx.client),
-        &[&rustls::version::TLS13],
-        &[b"http/1.1"],
-    );
+    let client = tls13(&fx);
 
     // A ticket issued by replica A resumes on replica B (and the identity is forwarded again).
     assert_eq!(
@@ -47,12 +52,7 @@ async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_key
     // A rotation keeps the previous key for decryption...
     pki(&["--keep", "2"]);
     let rotated = spawn_proxy(config.clone()).await;
-    let fresh = client_config(
-        &fx.server_ca.der,
-        Some(&fx.client),
-        &[&rustls::version::TLS13],
-        &[b"http/1.1"],
-    );
+    let fresh = tls13(&fx);
     assert_eq!(
         request_once(a.addr, "localhost", fresh.clone()).await,
         Ok(HandshakeKind::Full)
@@ -64,12 +64,7 @@ async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_key
     // ...until it is rotated out.
     pki(&["--keep", "1"]);
     let rotated_out = spawn_proxy(config.clone()).await;
-    let fresh = client_config(
-        &fx.server_ca.der,
-        Some(&fx.client),
-        &[&rustls::version::TLS13],
-        &[b"http/1.1"],
-    );
+    let fresh = tls13(&fx);
     assert_eq!(
         request_once(a.addr, "localhost", fresh.clone()).await,
         Ok(HandshakeKind::Full)
@@ -81,12 +76,7 @@ async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_key
 
     // Same keys, changed trust (a CRL added): no ticket of the old trust resumes.
     let current = spawn_proxy(config.clone()).await;
-    let fresh = client_config(
-        &fx.server_ca.der,
-        Some(&fx.client),
-        &[&rustls::version::TLS13],
-        &[b"http/1.1"],
-    );
+    let fresh = tls13(&fx);
     assert_eq!(
         request_once(current.addr, "localhost", fresh.clone()).await,
         Ok(HandshakeKind::Full)
@@ -101,12 +91,7 @@ async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_key
     );
     // Control: the same trust on another replica does resume.
     let twin = spawn_proxy(config).await;
-    let control = client_config(
-        &fx.server_ca.der,
-        Some(&fx.client),
-        &[&rustls::version::TLS13],
-        &[b"http/1.1"],
-    );
+    let control = tls13(&fx);
     assert_eq!(
         request_once(current.addr, "localhost", control.clone()).await,
         Ok(HandshakeKind::Full)

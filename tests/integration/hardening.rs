@@ -28,6 +28,19 @@ async fn exchange(proxy: &ProxyHandle, fx: &Fixture, bytes: &[u8]) -> String {
     raw_exchange(proxy.addr, fx.client_config(Some(&fx.client)), bytes).await
 }
 
+/// One request on a new connection, in the background: its status and how long it took
+/// (including any wait for the proxy to accept it).
+fn timed_request(
+    addr: std::net::SocketAddr,
+    config: Arc<ClientConfig>,
+) -> tokio::task::JoinHandle<(http::StatusCode, Duration)> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let (status, _, _) = request(addr, config, get("/")).await;
+        (status, started.elapsed())
+    })
+}
+
 /// A WebSocket tunnel through the proxy to the backend's `/ws` echo (101 already read).
 async fn open_tunnel(proxy: &ProxyHandle, fx: &Fixture) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut tunnel = tls_connect(proxy.addr, fx.client_config(Some(&fx.client)))
@@ -449,15 +462,7 @@ async fn pending_handshakes_are_capped_without_crowding_out_verified_connections
         stalled.push(s);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let newcomer = tokio::spawn({
-        let config = fx.client_config(Some(&fx.client));
-        let addr = proxy.addr;
-        async move {
-            let started = Instant::now();
-            let (status, _, _) = request(addr, config, get("/")).await;
-            (status, started.elapsed())
-        }
-    });
+    let newcomer = timed_request(proxy.addr, fx.client_config(Some(&fx.client)));
     // The verified connection is not crowded out.
     for _ in 0..3 {
         assert_eq!(verified.send_request(get("/")).await.expect("verified").status(), 200);
@@ -493,15 +498,7 @@ async fn websocket_tunnels_hold_a_connection_permit_and_close_when_idle() {
     assert_eq!(&buf[..n], b"ping");
 
     // The tunnel holds the only connection permit: a second client waits.
-    let second = tokio::spawn({
-        let config = fx.client_config(Some(&fx.client));
-        let addr = proxy.addr;
-        async move {
-            let started = Instant::now();
-            let (status, _, _) = request(addr, config, get("/")).await;
-            (status, started.elapsed())
-        }
-    });
+    let second = timed_request(proxy.addr, fx.client_config(Some(&fx.client)));
     // Without traffic either way the tunnel closes at idle_timeout, freeing the permit.
     let started = Instant::now();
     assert!(closed_within(&mut tunnel, WAIT).await, "idle tunnel kept open");
