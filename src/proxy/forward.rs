@@ -16,7 +16,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -63,8 +62,8 @@ pub struct Connection {
     pub tracker: tokio_util::task::TaskTracker,
     /// The connection's `max_connections` permit: a tunnel holds it until it closes.
     pub permit: Arc<OwnedSemaphorePermit>,
-    /// Cancelled when the drain's time is up: tunnels close then.
-    pub drain_end: CancellationToken,
+    /// What ends the connection besides its traffic; tunnels close on it too.
+    pub lifetime: Arc<super::Lifetime>,
 }
 
 static CF_RAY: HeaderName = HeaderName::from_static("cf-ray");
@@ -302,13 +301,14 @@ async fn forward(
             let open = conn.metrics.connection_open();
             let permit = conn.permit.clone();
             let idle = proxy.listener.idle_timeout;
-            let drain_end = conn.drain_end.clone();
+            let lifetime = conn.lifetime.clone();
             conn.tracker.spawn(async move {
                 let (_open, _permit) = (open, permit);
                 match tokio::try_join!(client, upstream) {
                     Ok((client, upstream)) => {
                         let ended =
-                            super::tunnel::pipe(TokioIo::new(client), TokioIo::new(upstream), idle, drain_end).await;
+                            super::tunnel::pipe(TokioIo::new(client), TokioIo::new(upstream), idle, lifetime.ended())
+                                .await;
                         debug!(%peer, ?ended, "upgraded connection ended");
                     }
                     Err(error) => debug!(%peer, %error, "upgrade failed"),

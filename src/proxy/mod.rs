@@ -184,7 +184,6 @@ impl Live {
 struct Shared {
     live: Arc<Live>,
     tracker: TaskTracker,
-    drain_end: CancellationToken,
 }
 
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting, lets connections
@@ -201,7 +200,6 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
     let shared = Shared {
         live: live.clone(),
         tracker: TaskTracker::new(),
-        drain_end: CancellationToken::new(),
     };
     loop {
         let permits = async {
@@ -271,9 +269,8 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
             connections = tracker.len(),
             "drain timeout: closing remaining connections"
         );
-        shared.drain_end.cancel();
         live.events.send_modify(|e| e.drain_ended = true);
-        // Tunnels and connections close at once on `drain_end`; give them a moment to do so.
+        // Tunnels and connections close at once when the drain ends; give them a moment to.
         let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     }
 }
@@ -405,6 +402,7 @@ async fn connection(
     }
 
     let activity = Activity::new();
+    let sni_for_lifetime = sni.clone();
     let conn = Arc::new(Connection {
         proxy: proxy.clone(),
         peer: peer.ip(),
@@ -422,7 +420,13 @@ async fn connection(
         metrics,
         tracker: shared.tracker.clone(),
         permit: Arc::new(permit),
-        drain_end: shared.drain_end.clone(),
+        lifetime: Arc::new(Lifetime {
+            live: shared.live.clone(),
+            sni: sni_for_lifetime,
+            chain,
+            generation,
+            close_at,
+        }),
     });
     let service = {
         let conn = conn.clone();
@@ -478,7 +482,7 @@ async fn connection(
                     http.as_mut().graceful_shutdown();
                 }
                 if now.generation != seen.generation && closing.is_none() {
-                    if let Err(reason) = still_trusted(&shared.live, conn.sni.as_deref(), &chain) {
+                    if let Err(reason) = still_trusted(&shared.live, conn.sni.as_deref(), &conn.lifetime.chain) {
                         info!(%peer, %reason, subject = %conn.identity.subject, "reloaded policy refuses this client: closing its connection");
                         closing = Some(Instant::now() + proxy.drain_timeout);
                         http.as_mut().graceful_shutdown();
@@ -587,6 +591,50 @@ impl RateLimit {
         }
         self.left_out[i].fetch_add(1, Ordering::Relaxed);
         None
+    }
+}
+
+/// What ends a verified connection besides its own traffic — its maximum age or its client
+/// chain's expiry, the end of the drain, a reload whose policy refuses the client — shared with
+/// the tunnels upgraded from it, so a WebSocket never outlives what closes its connection.
+pub struct Lifetime {
+    live: Arc<Live>,
+    sni: Option<String>,
+    /// The client's chain (leaf first), re-judged on every reload.
+    chain: Vec<CertificateDer<'static>>,
+    /// The configuration generation the client was verified under.
+    generation: u64,
+    close_at: Instant,
+}
+
+impl Lifetime {
+    /// Resolves, with the reason, when a tunnel of this connection must close.
+    pub async fn ended(&self) -> &'static str {
+        let mut events = self.live.events.subscribe();
+        let mut seen = self.generation;
+        events.mark_changed();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(self.close_at.into()) => {
+                    return "max_connection_age or the client certificate's expiry";
+                }
+                changed = events.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    let now = *events.borrow_and_update();
+                    if now.drain_ended {
+                        return "the drain ended";
+                    }
+                    if now.generation != seen {
+                        seen = now.generation;
+                        if still_trusted(&self.live, self.sni.as_deref(), &self.chain).is_err() {
+                            return "the reloaded policy refuses the client";
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! Upgraded connections (WebSocket): bytes both ways until either side closes, nothing has
-//! moved in either direction for `listener.idle_timeout`, or the drain's time is up.
+//! moved in either direction for `listener.idle_timeout`, or what ends the connection it came
+//! from ends it too (`proxy::Lifetime`: maximum age, certificate expiry, the drain's end, a
+//! reload that refuses the client).
 
 use std::io;
 use std::pin::Pin;
@@ -8,8 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::sync::CancellationToken;
 
 /// How a tunnel ended.
 #[derive(Debug)]
@@ -18,16 +20,17 @@ pub enum Ended {
     Closed(io::Result<(u64, u64)>),
     /// No bytes either way for the idle timeout.
     Idle,
-    /// The drain ended.
-    Drained,
+    /// The connection's lifetime ended (the reason).
+    Stopped(&'static str),
 }
 
 /// Copies between `client` and `upstream` until one of the ends in [`Ended`].
-pub async fn pipe<A, B>(client: A, upstream: B, idle: Duration, drain_end: CancellationToken) -> Ended
+pub async fn pipe<A, B>(client: A, upstream: B, idle: Duration, stop: impl Future<Output = &'static str>) -> Ended
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    tokio::pin!(stop);
     let epoch = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let mut client = Touched {
@@ -46,7 +49,7 @@ where
         let idle_at = epoch + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
         tokio::select! {
             result = &mut copy => return Ended::Closed(result),
-            () = drain_end.cancelled() => return Ended::Drained,
+            why = &mut stop => return Ended::Stopped(why),
             () = tokio::time::sleep_until(idle_at.into()) => {
                 let idle_at = epoch + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
                 if idle_at <= Instant::now() {

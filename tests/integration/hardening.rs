@@ -794,3 +794,44 @@ async fn a_vanished_log_reader_costs_log_lines_not_the_process() {
     served.signal("TERM");
     assert_eq!(served.wait(), Some(0));
 }
+
+#[tokio::test]
+async fn a_tunnel_closes_when_a_reload_refuses_its_client_or_its_connection_ages_out() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let proxy = spawn_proxy(fx.write_config(&backend.url(), "", "")).await;
+    let mut tunnel = open_tunnel(&proxy, &fx).await;
+    let mut second = open_tunnel(&proxy, &fx).await;
+    // A reload that keeps trusting the client leaves the tunnel alone...
+    let (status, _) = proxy.admin("POST", "/reload").await;
+    assert_eq!(status, 200);
+    tunnel.write_all(b"still").await.expect("write");
+    let mut buf = [0u8; 16];
+    let n = tunnel.read(&mut buf).await.expect("echo");
+    assert_eq!(&buf[..n], b"still");
+    // ...one that distrusts it closes it, like any other connection of that client.
+    fx.write("client-ca.pem", &Ca::root("replacement CA").pem);
+    let (status, _) = proxy.admin("POST", "/reload").await;
+    assert_eq!(status, 200);
+    assert!(
+        closed_within(&mut tunnel, WAIT).await,
+        "tunnel outlived the client's revocation"
+    );
+    assert!(
+        closed_within(&mut second, WAIT).await,
+        "tunnel outlived the client's revocation"
+    );
+    proxy.stop().await;
+
+    // max_connection_age bounds tunnels too.
+    let fx = Fixture::new();
+    let mut config = fx.config(&backend.url());
+    config.listener.max_connection_age = Duration::from_millis(700);
+    let proxy = spawn_proxy(config).await;
+    let mut tunnel = open_tunnel(&proxy, &fx).await;
+    assert!(
+        closed_within(&mut tunnel, WAIT).await,
+        "tunnel outlived max_connection_age"
+    );
+    proxy.stop().await;
+}
