@@ -46,9 +46,10 @@ fn forward(c: &mut Criterion) {
             originguard::config::UpstreamTarget::Tcp(backend_addr.to_string().parse().expect("authority"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let proxy = originguard::proxy::Proxy::new(&config, policies).expect("upstream");
         tokio::spawn(originguard::app::run(
             config,
-            policies,
+            proxy,
             listener,
             None,
             CancellationToken::new(),

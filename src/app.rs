@@ -16,17 +16,19 @@ use crate::reload::Reloader;
 use crate::tls::PolicySet;
 use crate::{admin, check, signal};
 
-/// Loads the config and builds the policy: every file read and checked, as `serve` needs it.
-pub fn load(path: &std::path::Path) -> Result<(Config, PolicySet), ConfigError> {
+/// Loads the config and builds the policies and upstream clients: every file read and checked,
+/// as `serve` needs it.
+pub fn load(path: &std::path::Path) -> Result<(Config, Proxy), ConfigError> {
     let config = Config::load(path)?;
     let policies = PolicySet::build(&config)?;
-    Ok((config, policies))
+    let proxy = Proxy::new(&config, policies)?;
+    Ok((config, proxy))
 }
 
 /// Binds the configured listeners and runs until `shutdown` resolves, then drains.
 pub async fn serve(
     config: Config,
-    policies: PolicySet,
+    proxy: Proxy,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let token = CancellationToken::new();
@@ -53,7 +55,7 @@ pub async fn serve(
         })?),
         None => None,
     };
-    run(config, policies, listener, admin, token).await;
+    run(config, proxy, listener, admin, token).await;
     Ok(())
 }
 
@@ -61,17 +63,17 @@ pub async fn serve(
 /// reloads on SIGHUP; warns daily about expiring certificates.
 pub async fn run(
     config: Config,
-    policies: PolicySet,
+    proxy: Proxy,
     listener: TcpListener,
     admin: Option<TcpListener>,
     shutdown: CancellationToken,
 ) {
-    log_policies(&config, &policies);
+    log_policies(&config, &proxy.policies);
     if let Ok(address) = listener.local_addr() {
         info!(%address, upstream = %config.upstream.target, "listening");
     }
     let shutdown_delay = config.listener.shutdown_delay;
-    let live = Live::new(Proxy::new(&config, policies), Metrics::new());
+    let live = Live::new(proxy, Metrics::new());
     let watch = config.reload.watch.then(|| config.clone());
     let reloader = Arc::new(Reloader::new(config, live.clone()));
 

@@ -138,14 +138,12 @@ pub fn describe(config: &Config, policies: &PolicySet) -> String {
     for policy in policies.all() {
         describe_policy(&mut out, policy);
     }
-    let _ = writeln!(
-        out,
-        "upstream: {} ({}, connect_timeout {:?}, response_timeout {:?})",
-        config.upstream.target,
-        config.upstream.protocol.as_str(),
-        config.upstream.connect_timeout,
-        config.upstream.response_timeout
-    );
+    describe_upstream(&mut out, "upstream", &config.upstream);
+    for (i, host) in config.hosts.iter().enumerate() {
+        if let Some(upstream) = &host.upstream {
+            describe_upstream(&mut out, &format!("hosts[{i}].upstream"), upstream);
+        }
+    }
     let _ = writeln!(
         out,
         "headers: client_cert {}, x_forwarded {}",
@@ -153,6 +151,34 @@ pub fn describe(config: &Config, policies: &PolicySet) -> String {
         config.headers.x_forwarded
     );
     out
+}
+
+fn describe_upstream(out: &mut String, label: &str, upstream: &crate::config::UpstreamConfig) {
+    let _ = writeln!(
+        out,
+        "{label}: {} ({}, connect_timeout {:?}, response_timeout {:?})",
+        upstream.target,
+        upstream.protocol.as_str(),
+        upstream.connect_timeout,
+        upstream.response_timeout
+    );
+    if upstream.target.is_https() {
+        let tls = &upstream.tls;
+        let cas = match tls.ca.is_empty() {
+            true => "the webpki roots".to_string(),
+            false => tls
+                .ca
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let name = tls.server_name.as_deref().unwrap_or("the URL's host");
+        let _ = writeln!(out, "  verified against {cas}, as {name}");
+        if let Some((cert, _)) = &tls.client_certificate {
+            let _ = writeln!(out, "  presenting client certificate {}", cert.display());
+        }
+    }
 }
 
 fn describe_policy(out: &mut String, policy: &Policy) {

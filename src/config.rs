@@ -205,6 +205,8 @@ pub enum TrustSource {
 pub struct UpstreamConfig {
     pub target: UpstreamTarget,
     pub protocol: UpstreamProtocol,
+    /// How to reach an `https://` target; empty for the others.
+    pub tls: UpstreamTls,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub max_idle_per_host: usize,
@@ -213,22 +215,48 @@ pub struct UpstreamConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpstreamTarget {
     Tcp(Authority),
+    /// TLS over TCP, verified (`UpstreamTls`).
+    Https(Authority),
     Unix(PathBuf),
+}
+
+impl UpstreamTarget {
+    pub fn is_https(&self) -> bool {
+        matches!(self, UpstreamTarget::Https(_))
+    }
 }
 
 impl fmt::Display for UpstreamTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UpstreamTarget::Tcp(authority) => write!(f, "http://{authority}"),
+            UpstreamTarget::Https(authority) => write!(f, "https://{authority}"),
             UpstreamTarget::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
+}
+
+/// The TLS client side of an `https://` upstream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM files of the CAs that may issue the upstream's certificate; empty: the webpki roots
+    /// (the Mozilla set), as a browser would.
+    pub ca: Vec<PathBuf>,
+    /// The name sent as SNI and verified against the certificate; `None`: the URL's host.
+    pub server_name: Option<String>,
+    /// A certificate (chain) and key to present when the upstream asks for one.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+    /// The table these keys came from (`upstream`, `hosts[1].upstream`), for errors found when
+    /// the files are read.
+    pub key: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamProtocol {
     Http1,
     H2c,
+    /// `https://` without `protocol`: ALPN offers h2 and http/1.1 and the upstream picks.
+    Alpn,
 }
 
 impl UpstreamProtocol {
@@ -237,6 +265,7 @@ impl UpstreamProtocol {
         match self {
             UpstreamProtocol::Http1 => "http1",
             UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::Alpn => "alpn (h2, http/1.1)",
         }
     }
 }
@@ -584,88 +613,161 @@ struct RawHost {
     private_key: Option<String>,
     #[serde(default)]
     client_auth: RawClientAuth,
-    upstream: Option<RawHostUpstream>,
+    upstream: Option<RawUpstream>,
 }
 
-/// `[hosts.upstream]`: every key optional, falling back to `[upstream]` key by key.
+/// `[upstream]`, and `[hosts.upstream]` whose keys fall back to `[upstream]` key by key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawHostUpstream {
+struct RawUpstream {
     url: Option<String>,
     protocol: Option<String>,
+    ca: Option<Vec<String>>,
+    server_name: Option<String>,
+    client_certificate: Option<String>,
+    client_key: Option<String>,
     connect_timeout: Option<String>,
     response_timeout: Option<String>,
     max_idle_per_host: Option<i64>,
 }
 
-impl RawHostUpstream {
-    fn resolve(self, file: &Path, prefix: &str, parent: &UpstreamConfig) -> Result<UpstreamConfig, ConfigError> {
+impl RawUpstream {
+    /// `parent`: the `[upstream]` a `[hosts.upstream]` falls back to; `None` for `[upstream]`.
+    fn resolve(
+        self,
+        file: &Path,
+        prefix: &str,
+        parent: Option<&UpstreamConfig>,
+    ) -> Result<UpstreamConfig, ConfigError> {
         let key = |k: &str| format!("{prefix}.{k}");
+        let target = match (&self.url, parent) {
+            (Some(url), _) => upstream_target_at(file, &key("url"), url)?,
+            (None, Some(parent)) => parent.target.clone(),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    file,
+                    key("url"),
+                    "missing: the backend to forward to, e.g. \"http://127.0.0.1:8080\"",
+                ))
+            }
+        };
+        let https = target.is_https();
+        // protocol and the TLS keys mean something else for http:// and https://: a host
+        // inherits them only from an upstream of its own kind.
+        let same_kind = parent.filter(|p| p.target.is_https() == https);
+        let protocol = match self.protocol.as_deref() {
+            Some(p) => upstream_protocol(file, &key("protocol"), p, https)?,
+            None => match same_kind {
+                Some(parent) => parent.protocol,
+                None if https => UpstreamProtocol::Alpn,
+                None => UpstreamProtocol::Http1,
+            },
+        };
+        let inherited = same_kind.map(|p| p.tls.clone()).unwrap_or_default();
+        let tls = if https {
+            let client_certificate = match (self.client_certificate, self.client_key) {
+                (None, None) => inherited.client_certificate,
+                (Some(cert), Some(key_file)) => Some((
+                    non_empty_path(file, &key("client_certificate"), &cert)?,
+                    non_empty_path(file, &key("client_key"), &key_file)?,
+                )),
+                (Some(_), None) => {
+                    return Err(ConfigError::new(
+                        file,
+                        key("client_key"),
+                        "missing: client_certificate needs its key",
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::new(
+                        file,
+                        key("client_certificate"),
+                        "missing: client_key needs its certificate",
+                    ))
+                }
+            };
+            UpstreamTls {
+                ca: match self.ca {
+                    Some(ca) => ca
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| non_empty_path(file, &key(&format!("ca[{i}]")), p))
+                        .collect::<Result<_, _>>()?,
+                    None => inherited.ca,
+                },
+                server_name: match self.server_name {
+                    Some(name) if name.is_empty() => None,
+                    Some(name) => {
+                        rustls::pki_types::ServerName::try_from(name.as_str()).map_err(|_| {
+                            ConfigError::new(
+                                file,
+                                key("server_name"),
+                                format!("{name:?} is not a DNS name or IP address"),
+                            )
+                        })?;
+                        Some(name)
+                    }
+                    None => inherited.server_name,
+                },
+                client_certificate,
+                key: prefix.to_string(),
+            }
+        } else {
+            let tls_keys = [
+                ("ca", self.ca.as_ref().is_some_and(|c| !c.is_empty())),
+                ("server_name", self.server_name.as_ref().is_some_and(|n| !n.is_empty())),
+                ("client_certificate", self.client_certificate.is_some()),
+                ("client_key", self.client_key.is_some()),
+            ];
+            if let Some((name, _)) = tls_keys.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::new(
+                    file,
+                    key(name),
+                    "only applies to an https:// url (the url here is not https)",
+                ));
+            }
+            UpstreamTls::default()
+        };
         Ok(UpstreamConfig {
-            target: match &self.url {
-                Some(url) => upstream_target_at(file, &key("url"), url)?,
-                None => parent.target.clone(),
+            target,
+            protocol,
+            tls,
+            connect_timeout: match (&self.connect_timeout, parent) {
+                (Some(d), _) => duration(file, &key("connect_timeout"), d)?,
+                (None, Some(parent)) => parent.connect_timeout,
+                (None, None) => Duration::from_secs(5),
             },
-            protocol: match self.protocol.as_deref() {
-                Some(p) => upstream_protocol(file, &key("protocol"), p)?,
-                None => parent.protocol,
+            response_timeout: match (&self.response_timeout, parent) {
+                (Some(d), _) => duration(file, &key("response_timeout"), d)?,
+                (None, Some(parent)) => parent.response_timeout,
+                // Cloudflare gives up on an origin after 100 s.
+                (None, None) => Duration::from_secs(100),
             },
-            connect_timeout: match &self.connect_timeout {
-                Some(d) => duration(file, &key("connect_timeout"), d)?,
-                None => parent.connect_timeout,
-            },
-            response_timeout: match &self.response_timeout {
-                Some(d) => duration(file, &key("response_timeout"), d)?,
-                None => parent.response_timeout,
-            },
-            max_idle_per_host: match self.max_idle_per_host {
-                Some(n) => in_range(file, &key("max_idle_per_host"), n, 0, 1 << 16)?,
-                None => parent.max_idle_per_host,
+            max_idle_per_host: match (self.max_idle_per_host, parent) {
+                (Some(n), _) => in_range(file, &key("max_idle_per_host"), n, 0, 1 << 16)?,
+                (None, Some(parent)) => parent.max_idle_per_host,
+                (None, None) => 64,
             },
         })
     }
 }
 
-fn upstream_protocol(file: &Path, key: &str, value: &str) -> Result<UpstreamProtocol, ConfigError> {
-    match value {
-        "http1" => Ok(UpstreamProtocol::Http1),
-        "h2c" => Ok(UpstreamProtocol::H2c),
-        other => Err(ConfigError::new(
+fn upstream_protocol(file: &Path, key: &str, value: &str, https: bool) -> Result<UpstreamProtocol, ConfigError> {
+    match (value, https) {
+        ("http1", _) => Ok(UpstreamProtocol::Http1),
+        ("h2c", false) => Ok(UpstreamProtocol::H2c),
+        ("h2c", true) => Err(ConfigError::new(
+            file,
+            key,
+            "\"h2c\" is cleartext HTTP/2; with an https:// url ALPN chooses h2 or http/1.1 \
+             (leave protocol unset), or set \"http1\" to offer only http/1.1",
+        )),
+        (other, _) => Err(ConfigError::new(
             file,
             key,
             format!("unsupported value {other:?} (expected \"http1\" or \"h2c\")"),
         )),
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUpstream {
-    url: String,
-    #[serde(default = "default_protocol")]
-    protocol: String,
-    #[serde(default = "default_connect_timeout")]
-    connect_timeout: String,
-    #[serde(default = "default_response_timeout")]
-    response_timeout: String,
-    #[serde(default = "default_max_idle")]
-    max_idle_per_host: i64,
-}
-
-fn default_protocol() -> String {
-    "http1".into()
-}
-
-fn default_connect_timeout() -> String {
-    "5s".into()
-}
-
-fn default_response_timeout() -> String {
-    "100s".into()
-}
-
-fn default_max_idle() -> i64 {
-    64
 }
 
 #[derive(Debug, Deserialize)]
@@ -843,13 +945,7 @@ impl RawConfig {
         let u = self
             .upstream
             .ok_or_else(|| err("upstream", "missing table: [upstream] with url is required".into()))?;
-        let upstream = UpstreamConfig {
-            target: upstream_target(file, &u.url)?,
-            protocol: upstream_protocol(file, "upstream.protocol", &u.protocol)?,
-            connect_timeout: duration(file, "upstream.connect_timeout", &u.connect_timeout)?,
-            response_timeout: duration(file, "upstream.response_timeout", &u.response_timeout)?,
-            max_idle_per_host: in_range(file, "upstream.max_idle_per_host", u.max_idle_per_host, 0, 1 << 16)?,
-        };
+        let upstream = u.resolve(file, "upstream", None)?;
 
         let mut hosts = Vec::with_capacity(self.hosts.len());
         for (i, h) in self.hosts.into_iter().enumerate() {
@@ -875,7 +971,7 @@ impl RawConfig {
                 },
                 client_auth: h.client_auth.resolve(file, &key("client_auth"), &client_auth)?,
                 upstream: match h.upstream {
-                    Some(raw) => Some(raw.resolve(file, &key("upstream"), &upstream)?),
+                    Some(raw) => Some(raw.resolve(file, &key("upstream"), Some(&upstream))?),
                     None => None,
                 },
             });
@@ -1117,10 +1213,6 @@ fn hex_sha256(pin: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
-fn upstream_target(file: &Path, url: &str) -> Result<UpstreamTarget, ConfigError> {
-    upstream_target_at(file, "upstream.url", url)
-}
-
 fn upstream_target_at(file: &Path, key: &str, url: &str) -> Result<UpstreamTarget, ConfigError> {
     if let Some(path) = url.strip_prefix("unix:") {
         if path.is_empty() {
@@ -1135,25 +1227,49 @@ fn upstream_target_at(file: &Path, key: &str, url: &str) -> Result<UpstreamTarge
     let uri: http::Uri = url
         .parse()
         .map_err(|e| ConfigError::new(file, key, format!("invalid URL {url:?}: {e}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(ConfigError::new(
-            file,
-            key,
-            format!("{url:?}: expected http://HOST:PORT or unix:/path (TLS to the upstream is not supported)"),
-        ));
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            return Err(ConfigError::new(
+                file,
+                key,
+                format!("{url:?}: expected http://HOST:PORT, https://HOST:PORT or unix:/path"),
+            ))
+        }
+    };
     if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
         return Err(ConfigError::new(
             file,
             key,
-            format!("{url:?}: a path prefix is not supported; give only http://HOST:PORT"),
+            format!("{url:?}: a path prefix is not supported; give only the scheme, host and port"),
         ));
     }
     let authority = uri
         .authority()
         .cloned()
         .ok_or_else(|| ConfigError::new(file, key, format!("{url:?}: missing host")))?;
-    Ok(UpstreamTarget::Tcp(authority))
+    if authority.as_str().contains('@') {
+        return Err(ConfigError::new(
+            file,
+            key,
+            format!("{url:?}: credentials in the URL are not supported"),
+        ));
+    }
+    // The connector needs the port: http's default is 80, https's 443, as in a browser.
+    let authority = match authority.port_u16() {
+        Some(_) => authority,
+        None => {
+            let port = if https { 443 } else { 80 };
+            Authority::try_from(format!("{authority}:{port}").as_str())
+                .map_err(|e| ConfigError::new(file, key, format!("{url:?}: {e}")))?
+        }
+    };
+    Ok(if https {
+        UpstreamTarget::Https(authority)
+    } else {
+        UpstreamTarget::Tcp(authority)
+    })
 }
 
 fn non_empty_path(file: &Path, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
@@ -1263,6 +1379,33 @@ mod tests {
     }
 
     #[test]
+    fn upstream_tls_keys() {
+        let https = MINIMAL.replace(
+            "[upstream]",
+            "[upstream]\nca = [\"ca.pem\"]\nserver_name = \"app.internal\"",
+        );
+        let https = https.replace("http://", "https://");
+        let c = Config::from_toml(Path::new("/etc/og.toml"), &https).expect("https upstream");
+        assert_eq!(c.upstream.protocol, UpstreamProtocol::Alpn);
+        assert_eq!(c.upstream.tls.ca, vec![PathBuf::from("ca.pem")]);
+        assert_eq!(c.upstream.tls.server_name.as_deref(), Some("app.internal"));
+
+        let plain = MINIMAL.replace("[upstream]", "[upstream]\nca = [\"ca.pem\"]");
+        let e = Config::from_toml(Path::new("/etc/og.toml"), &plain).expect_err("ca on http");
+        assert_eq!(e.key, "upstream.ca");
+        let h2c = https.replace("[upstream]", "[upstream]\nprotocol = \"h2c\"");
+        let e = Config::from_toml(Path::new("/etc/og.toml"), &h2c).expect_err("h2c on https");
+        assert_eq!(e.key, "upstream.protocol");
+        let half = https.replace("[upstream]", "[upstream]\nclient_certificate = \"c.pem\"");
+        let e = Config::from_toml(Path::new("/etc/og.toml"), &half).expect_err("cert without key");
+        assert_eq!(e.key, "upstream.client_key");
+    }
+
+    fn upstream_target(file: &Path, url: &str) -> Result<UpstreamTarget, ConfigError> {
+        upstream_target_at(file, "upstream.url", url)
+    }
+
+    #[test]
     fn upstream_urls() {
         let p = Path::new("t");
         assert_eq!(
@@ -1273,7 +1416,13 @@ mod tests {
             upstream_target(p, "http://[::1]:80").expect("v6"),
             UpstreamTarget::Tcp(_)
         ));
-        assert!(upstream_target(p, "https://x:1").is_err());
+        assert_eq!(
+            upstream_target(p, "https://x").expect("https").to_string(),
+            "https://x:443"
+        );
+        assert_eq!(upstream_target(p, "http://x").expect("http").to_string(), "http://x:80");
+        assert!(upstream_target(p, "ftp://x:1").is_err());
+        assert!(upstream_target(p, "https://u:p@x:1").is_err());
         assert!(upstream_target(p, "http://x:1/prefix").is_err());
         assert!(upstream_target(p, "unix:").is_err());
     }

@@ -46,7 +46,7 @@ access_log = true
     );
     let config_path = dir.path().join("originguard.toml");
     std::fs::write(&config_path, toml)?;
-    let (config, policies) = app::load(&config_path)?;
+    let (config, proxy) = app::load(&config_path)?;
     crate::logging::init(&config.log);
 
     let host = match listen {
@@ -62,7 +62,7 @@ access_log = true
     println!("  curl --cacert {d}/ca.pem {url}\n");
     println!("Ctrl-C to stop.");
 
-    app::serve(config, policies, shutdown).await
+    app::serve(config, proxy, shutdown).await
 }
 
 /// A tiny HTTP/1.1 backend that answers every request with what it received.

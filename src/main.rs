@@ -34,16 +34,17 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => {
-            let (config, policies) = app::load(&config)?;
+            let (config, proxy) = app::load(&config)?;
             originguard::logging::init(&config.log);
-            runtime()?.block_on(async { app::serve(config, policies, signal::shutdown()).await })
+            runtime()?.block_on(async { app::serve(config, proxy, signal::shutdown()).await })
         }
         Command::Check { config, strict } => {
-            let (config, policies) = app::load(&config)?;
-            print!("{}", check::describe(&config, &policies));
+            let (config, proxy) = app::load(&config)?;
+            let policies = &proxy.policies;
+            print!("{}", check::describe(&config, policies));
             let now = time::OffsetDateTime::now_utc();
             let mut warnings = check::config_warnings(&config, now);
-            warnings.extend(check::warnings(&policies, now));
+            warnings.extend(check::warnings(policies, now));
             if warnings.is_empty() {
                 println!("warnings: none");
             }

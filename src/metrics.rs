@@ -8,7 +8,7 @@
 //! | `originguard_connections_open` | gauge | |
 //! | `originguard_requests_total` | counter | `code` |
 //! | `originguard_request_duration_seconds` | histogram | |
-//! | `originguard_upstream_errors_total` | counter | `kind`: `connect`, `reset`, `timeout`, `bad_request`, `misdirected`, `unsupported` |
+//! | `originguard_upstream_errors_total` | counter | `kind`: `connect`, `tls`, `reset`, `timeout`, `bad_request`, `misdirected`, `unsupported` |
 //! | `originguard_reloads_total` | counter | `result`: `ok`, `error` |
 //! | `originguard_certificate_not_after_seconds` | gauge | `role`: `server`, `client_ca`; `subject`; `sha256` (lowercase hex of the DER) |
 //! | `originguard_build_info` | gauge (1) | `version` |
@@ -188,7 +188,7 @@ impl Metrics {
         for result in ["ok", "error"] {
             let _ = reloads.get_or_create(&ResultLabel { result });
         }
-        for kind in ["connect", "reset", "timeout"] {
+        for kind in ["connect", "tls", "reset", "timeout"] {
             let _ = upstream_errors.get_or_create(&KindLabel { kind });
         }
         let not_after = Family::<CertLabel, Gauge>::default();

@@ -53,8 +53,11 @@ impl Reloader {
     }
 
     fn reload_locked(&self) -> Result<Vec<&'static str>, ConfigError> {
-        let built = Config::load(&self.path).and_then(|config| PolicySet::build(&config).map(|p| (config, p)));
-        let (config, policies) = match built {
+        let built = Config::load(&self.path).and_then(|config| {
+            let proxy = Proxy::new(&config, PolicySet::build(&config)?)?;
+            Ok((config, proxy))
+        });
+        let (config, proxy) = match built {
             Ok(built) => built,
             Err(error) => {
                 self.live.metrics.reload(false);
@@ -69,13 +72,13 @@ impl Reloader {
         let now = OffsetDateTime::now_utc();
         for warning in check::config_warnings(&config, now)
             .into_iter()
-            .chain(check::warnings(&policies, now))
+            .chain(check::warnings(&proxy.policies, now))
         {
             warn!("{warning}");
         }
-        self.live.metrics.set_certificates(&policies);
-        let hosts = policies.hosts.len();
-        self.live.publish(Proxy::new(&config, policies));
+        self.live.metrics.set_certificates(&proxy.policies);
+        let hosts = proxy.policies.hosts.len();
+        self.live.publish(proxy);
         self.live.metrics.reload(true);
         info!(path = %self.path.display(), hosts, "reloaded");
         Ok(fixed)

@@ -56,6 +56,7 @@ impl ProxyError {
     /// The `kind` label of `originguard_upstream_errors_total`.
     pub fn kind(&self) -> &'static str {
         match self {
+            ProxyError::Upstream(e) if is_tls(e) => "tls",
             ProxyError::Upstream(e) if e.is_connect() => "connect",
             ProxyError::Upstream(_) => "reset",
             ProxyError::UpstreamTimeout => "timeout",
@@ -66,6 +67,18 @@ impl ProxyError {
             ProxyError::UnsupportedProtocol => "unsupported",
         }
     }
+}
+
+/// Whether TLS with an `https://` upstream failed (its certificate refused, say).
+fn is_tls(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.is::<super::upstream::UpstreamTlsError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Maps an error to its response.

@@ -276,18 +276,19 @@ async fn forward(
 
     let upstream = proxy.upstream_for(conn.policy);
     parts.version = upstream.version();
-    if parts.version == Version::HTTP_2 {
-        // HTTP/2 carries the host in :authority, and a `host` that differs from it is malformed
-        // (RFC 9113 §8.3.1): strict servers (nginx, python-h2) answer 400.
+    parts.uri = upstream.uri_for(&parts.uri, &host);
+    if upstream.may_be_h2() {
+        // HTTP/2 carries the host in :authority, and a `host` beside it is a duplicate to nginx
+        // (400) and malformed to RFC 9113 §8.3.1 if it differs. The URI's authority is the
+        // client's host: hyper makes it :authority on HTTP/2, or Host on an HTTP/1.1
+        // connection that ALPN chose.
         headers.remove(header::HOST);
-        parts.uri = upstream.uri_for(&parts.uri, Some(&host));
     } else {
         headers.insert(header::HOST, host);
-        parts.uri = upstream.uri_for(&parts.uri, None);
     }
 
     let response_timeout = upstream.response_timeout();
-    let upstream = upstream.request(Request::from_parts(parts, body));
+    let upstream = upstream.request(Request::from_parts(parts, body), tunnel.is_some());
     let mut response = match tokio::time::timeout(response_timeout, upstream).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) => return Err(ProxyError::from_upstream(e)),

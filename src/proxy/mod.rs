@@ -83,7 +83,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: &Config, policies: PolicySet) -> Proxy {
+    /// Fails only on the upstream's TLS files (`upstream.ca`, client certificate).
+    pub fn new(config: &Config, policies: PolicySet) -> Result<Proxy, crate::config::ConfigError> {
         let l = &config.listener;
         let mut http = auto::Builder::new(TokioExecutor::new());
         // hyper's header timer is off: `activity` enforces header_read_timeout and idle_timeout.
@@ -104,23 +105,25 @@ impl Proxy {
         if !l.http2 {
             http = http.http1_only();
         }
-        Proxy {
+        let upstream = Upstream::new(&config.upstream, &config.file)?;
+        let host_upstreams = config
+            .hosts
+            .iter()
+            .map(|h| h.upstream.as_ref().map(|u| Upstream::new(u, &config.file)).transpose())
+            .collect::<Result<_, _>>()?;
+        Ok(Proxy {
             policies,
             listener: l.clone(),
             headers: config.headers.clone(),
             header_rules: HeaderRules::new(&config.headers),
-            upstream: Upstream::new(&config.upstream),
-            host_upstreams: config
-                .hosts
-                .iter()
-                .map(|h| h.upstream.as_ref().map(Upstream::new))
-                .collect(),
+            upstream,
+            host_upstreams,
             access_log: config.log.access_log,
             drain_timeout: l.drain_timeout,
             http,
             http1,
             h2,
-        }
+        })
     }
 }
 

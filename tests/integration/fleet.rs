@@ -358,3 +358,124 @@ fn with_admin(mut config: originguard::config::Config) -> originguard::config::C
     });
     config
 }
+
+/// nginx serving TLS (the fixture's server certificate, h2 and http/1.1 by ALPN) and requiring
+/// a client certificate from the fixture's client CA; it answers with what it saw.
+fn nginx_tls(fx: &Fixture) -> (nginx::Nginx, std::net::SocketAddr) {
+    let d = fx.dir.path().display();
+    let addr = nginx::free_port();
+    let server = format!(
+        "  listen {addr} ssl http2;\n  ssl_certificate {d}/server.pem;\n  ssl_certificate_key {d}/server.key;\n\
+         ssl_client_certificate {d}/client-ca.pem;\n  ssl_verify_client on;\n\
+         location / {{\n   default_type text/plain;\n\
+         return 200 \"proto=$server_protocol host=$host client=$ssl_client_s_dn xfcc=$http_x_forwarded_client_cert\\n\";\n  }}"
+    );
+    let nginx = nginx::Nginx::start(&fx.path("nginx-tls"), &server, nginx::Ready::Tcp(addr));
+    (nginx, addr)
+}
+
+/// The fixture's config forwarding to `https://localhost:PORT`, verified against `ca` and
+/// presenting the fixture's client certificate (written to `upstream-client.{pem,key}`).
+fn https_upstream(fx: &Fixture, addr: std::net::SocketAddr, ca: &std::path::Path) -> originguard::config::Config {
+    let cert = fx.write("upstream-client.pem", &fx.client.pem);
+    let key = fx.write("upstream-client.key", &fx.client.key_pem);
+    let mut config = with_admin(fx.config(&format!("https://localhost:{}", addr.port())));
+    config.upstream.tls.ca = vec![ca.to_path_buf()];
+    config.upstream.tls.client_certificate = Some((cert, key));
+    config
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_and_alpn_chooses_h2_against_a_real_nginx() {
+    let fx = Fixture::new();
+    let (nginx, addr) = nginx_tls(&fx);
+    let server_ca = fx.write("upstream-ca.pem", &fx.server_ca.pem);
+    let config = https_upstream(&fx, addr, &server_ca);
+    assert_eq!(config.upstream.protocol, originguard::config::UpstreamProtocol::Alpn);
+    let proxy = spawn_proxy(config.clone()).await;
+    let client = fx.client_config(Some(&fx.client));
+    for path in ["/one", "/two"] {
+        let (status, _, body) = request(proxy.addr, client.clone(), get(path)).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200, "{body} / {}", nginx.error_log());
+        // ALPN chose h2; nginx saw the client's host, our client certificate, and the identity.
+        assert!(
+            body.starts_with("proto=HTTP/2.0 host=localhost client=CN=client-1"),
+            "{body}"
+        );
+        assert!(body.contains("xfcc=Hash="), "{body}");
+    }
+    proxy.stop().await;
+
+    // protocol = "http1" offers only http/1.1.
+    let mut http1 = config;
+    http1.upstream.protocol = originguard::config::UpstreamProtocol::Http1;
+    let proxy = spawn_proxy(http1).await;
+    let (status, _, body) = request(proxy.addr, client, get("/")).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("proto=HTTP/1.1 host=localhost"), "{body}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_https_upstream_with_a_certificate_from_another_ca_gets_502_and_a_tls_error() {
+    let fx = Fixture::new();
+    let (_nginx, addr) = nginx_tls(&fx);
+    // The client CA did not issue nginx's certificate.
+    let wrong = fx.path("client-ca.pem");
+    let proxy = spawn_proxy(https_upstream(&fx, addr, &wrong)).await;
+    let client = fx.client_config(Some(&fx.client));
+    let (status, _, body) = request(proxy.addr, client.clone(), get("/")).await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        proxy.metric("originguard_upstream_errors_total{kind=\"tls\"}").await,
+        1.0
+    );
+    proxy.stop().await;
+
+    // The right CA, the wrong name: verified against server_name, not just the chain.
+    let mut config = https_upstream(&fx, addr, &fx.write("upstream-ca.pem", &fx.server_ca.pem));
+    config.upstream.tls.server_name = Some("not-the-upstream.example".into());
+    let proxy = spawn_proxy(config).await;
+    let (status, _, _) = request(proxy.addr, client.clone(), get("/")).await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        proxy.metric("originguard_upstream_errors_total{kind=\"tls\"}").await,
+        1.0
+    );
+    proxy.stop().await;
+
+    // No client certificate: nginx refuses the request (400), it reaches no app.
+    let mut config = https_upstream(&fx, addr, &fx.path("upstream-ca.pem"));
+    config.upstream.tls.client_certificate = None;
+    let proxy = spawn_proxy(config).await;
+    let (status, _, _) = request(proxy.addr, client, get("/")).await;
+    assert_eq!(
+        status, 400,
+        "nginx answers 400 to a request without the required certificate"
+    );
+    proxy.stop().await;
+}
+
+#[test]
+fn https_upstream_files_are_checked_at_startup_and_name_their_key() {
+    let fx = Fixture::new();
+    let mut config = fx.config("https://localhost:1");
+    config.upstream.tls.ca = vec![fx.path("missing-ca.pem")];
+    let policies = originguard::tls::PolicySet::build(&config).expect("policies");
+    let e = originguard::proxy::Proxy::new(&config, policies)
+        .err()
+        .expect("missing CA file");
+    assert_eq!(e.key, "upstream.ca[0]");
+    assert!(e.message.contains("missing-ca.pem"), "{}", e.message);
+
+    let mut config = fx.config("https://localhost:1");
+    let key_only = fx.write("other.key", &fx.client_ca.leaf(Leaf::client("other")).key_pem);
+    config.upstream.tls.client_certificate = Some((fx.write("c.pem", &fx.client.pem), key_only));
+    let policies = originguard::tls::PolicySet::build(&config).expect("policies");
+    let e = originguard::proxy::Proxy::new(&config, policies)
+        .err()
+        .expect("key does not match");
+    assert_eq!(e.key, "upstream.client_key");
+}

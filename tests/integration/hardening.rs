@@ -620,68 +620,24 @@ async fn allow_lists_match_one_cn_exactly_and_never_a_wildcard_certificate() {
 // ---------------------------------------------------------------------------------------------
 // 10. h2c upstream against a strict real HTTP/2 server: Debian's nginx.
 
-struct Nginx {
-    child: std::process::Child,
-    socket: std::path::PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// nginx (installed by `.ci/run`) serving h2c on a Unix socket, answering with what it parsed.
-fn nginx_h2c(fx: &Fixture) -> Nginx {
+/// nginx serving h2c on a Unix socket, answering with what it parsed.
+fn nginx_h2c(fx: &Fixture) -> (nginx::Nginx, std::path::PathBuf) {
     let dir = fx.path("nginx");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let d = dir.display();
     let socket = dir.join("h2c.sock");
-    let conf = format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
-         server {{\n  listen unix:{d}/h2c.sock http2;\n  location / {{\n   default_type text/plain;\n\
-         return 200 \"host=$host xfcc=$http_x_forwarded_client_cert\\n\";\n  }}\n }}\n}}\n"
+    let server = format!(
+        "  listen unix:{} http2;\n  location / {{\n   default_type text/plain;\n\
+         return 200 \"host=$host xfcc=$http_x_forwarded_client_cert\\n\";\n  }}",
+        socket.display()
     );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).expect("write nginx.conf");
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("nginx is installed (apt-get install nginx; .ci/run does it)");
-    let child = std::process::Command::new(nginx)
-        .args([
-            "-p",
-            &d.to_string(),
-            "-c",
-            path.to_str().expect("utf-8"),
-            "-e",
-            &format!("{d}/error.log"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let deadline = Instant::now() + WAIT;
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not start: {:?}",
-            std::fs::read_to_string(dir.join("error.log"))
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Nginx { child, socket }
+    let nginx = nginx::Nginx::start(&dir, &server, nginx::Ready::Socket(&socket));
+    (nginx, socket)
 }
 
 #[tokio::test]
 async fn h2c_upstream_sends_the_client_host_as_authority_to_a_real_nginx() {
     let fx = Fixture::new();
-    let nginx = nginx_h2c(&fx);
-    let mut config = fx.config(&format!("unix:{}", nginx.socket.display()));
+    let (_nginx, socket) = nginx_h2c(&fx);
+    let mut config = fx.config(&format!("unix:{}", socket.display()));
     config.upstream.protocol = UpstreamProtocol::H2c;
     let proxy = spawn_proxy(config).await;
     let h1_config: Arc<ClientConfig> = fx.client_config(Some(&fx.client));

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod nginx;
 pub mod pki;
 pub mod process;
 pub mod raw;
@@ -427,9 +428,10 @@ pub async fn spawn_proxy(config: Config) -> ProxyHandle {
         None => (None, None),
     };
     let shutdown = CancellationToken::new();
+    let proxy = originguard::proxy::Proxy::new(&config, policies).expect("upstream");
     let task = tokio::spawn(originguard::app::run(
         config,
-        policies,
+        proxy,
         listener,
         admin_listener,
         shutdown.clone(),
