@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod cloudflare;
+mod deploy;
 mod fleet;
 mod handshake;
 mod hardening;
