@@ -1,21 +1,19 @@
 //! A small client for Cloudflare's v4 API: bearer token, JSON envelope, bounded retries on 429
 //! and 5xx, and a dry-run mode that prints requests instead of sending them.
 //!
-//! HTTPS goes through rustls with Mozilla's roots (webpki-roots) — the same TLS stack and
-//! provider as the proxy; plain `http://` bases are allowed for tests and local proxies.
-//! The token is sent only in the `Authorization` header and never printed or logged.
+//! The transport is reqwest on the same rustls and aws-lc-rs provider as the proxy: it verifies
+//! with the system trust store (so a TLS-inspecting corporate proxy's CA, installed there,
+//! works) and honours `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` — except for a loopback API base,
+//! which is always reached directly (as Go's HTTP client does). Plain `http://` bases are allowed
+//! for tests and local proxies. The token is sent only in the `Authorization` header and never
+//! printed or logged.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use http::{header, HeaderValue, Method, StatusCode, Uri};
 use serde_json::Value;
-use tokio::net::TcpStream;
 
 /// Cloudflare's API base.
 pub const DEFAULT_BASE: &str = "https://api.cloudflare.com/client/v4";
@@ -27,7 +25,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Api {
     base: String,
     token: String,
-    tls: Arc<rustls::ClientConfig>,
+    http: reqwest::Client,
     dry_run: bool,
     /// Base delay between retries (doubled each time, capped by Retry-After ≤ 10 s).
     backoff: Duration,
@@ -69,18 +67,23 @@ impl Api {
         if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
             bail!("--api-base {base}: expected https://HOST[/path]");
         }
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::server::provider())
-            .with_safe_default_protocol_versions()
-            .context("TLS versions")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let loopback = match uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')) {
+            Some("localhost") => true,
+            Some(host) => host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        };
+        let mut http = reqwest::Client::builder()
+            .user_agent(concat!("originguard/", env!("CARGO_PKG_VERSION")))
+            .timeout(REQUEST_TIMEOUT)
+            .https_only(false);
+        if loopback {
+            http = http.no_proxy();
+        }
+        let http = http.build().context("cannot set up the HTTPS client")?;
         Ok(Api {
             base,
             token,
-            tls: Arc::new(tls),
+            http,
             dry_run,
             backoff: Duration::from_millis(500),
         })
@@ -201,66 +204,55 @@ impl Api {
         body: Option<&Value>,
     ) -> anyhow::Result<(StatusCode, Option<u64>, Bytes)> {
         let url = format!("{}{path}", self.base);
-        let uri: Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
-        let host = uri.host().context("URL without host")?.to_string();
-        let https = uri.scheme_str() == Some("https");
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-            .header(header::HOST, uri.authority().map_or(host.as_str(), |a| a.as_str()))
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, concat!("originguard/", env!("CARGO_PKG_VERSION")));
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .header(header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
         }
-        let mut request = request.body(Full::new(bytes))?;
         if !self.token.is_empty() {
             let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.token))
                 .context("token is not a valid header value")?;
             auth.set_sensitive(true);
-            request.headers_mut().insert(header::AUTHORIZATION, auth);
+            request = request.header(header::AUTHORIZATION, auth);
         }
-
-        let exchange = async {
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            let _ = tcp.set_nodelay(true);
-            if https {
-                let name = ServerName::try_from(host.clone())?;
-                let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-                    .connect(name, tcp)
-                    .await?;
-                roundtrip(TokioIo::new(tls), request).await
-            } else {
-                roundtrip(TokioIo::new(tcp), request).await
-            }
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let response = request
+            .send()
             .await
-            .map_err(|_| anyhow!("{method} {path}: timed out"))?
+            .map_err(|e| anyhow!("{method} {path}: {}", error_chain(&e)))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| anyhow!("{method} {path}: reading the answer: {}", error_chain(&e)))?;
+        Ok((status, retry_after, bytes))
     }
 }
 
 /// Longest Retry-After honoured, in seconds.
 const MAX_RETRY_AFTER: u64 = 60;
 
-async fn roundtrip<I>(io: I, request: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, Option<u64>, Bytes)>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
-    let driver = tokio::spawn(conn);
-    let response = send.send_request(request).await?;
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let bytes = response.into_body().collect().await?.to_bytes();
-    driver.abort();
-    Ok((status, retry_after, bytes))
+/// An error and its causes on one line: reqwest's own message is only "error sending request".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
 }
 
 /// The body with any private key replaced, for printing.

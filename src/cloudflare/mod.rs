@@ -324,14 +324,32 @@ async fn upload(cx: &Session, path: &str, cert: &Path, key: &Path) -> anyhow::Re
     // The same checks the proxy applies to its own files, before anything is sent.
     load::certificates(cert)?;
     load::private_key(key)?;
-    let result = cx
-        .api
-        .call(
-            Method::POST,
-            path,
-            Some(json!({ "certificate": certificate, "private_key": private_key })),
-        )
-        .await?;
+    let body = json!({ "certificate": certificate, "private_key": private_key });
+    let result = match cx.api.call(Method::POST, path, Some(body.clone())).await {
+        Ok(result) => result,
+        // A 4xx was refused; a lost answer or a 5xx may have been applied. Look before trying
+        // again, so the certificate is never uploaded twice.
+        Err(error) if !maybe_applied(&error) => return Err(error),
+        Err(error) => {
+            say(
+                cx,
+                &format!("the upload failed ({error:#}); checking whether it arrived"),
+            );
+            let listed = cx.api.call(Method::GET, path, None).await.with_context(|| {
+                format!("after a failed upload ({error:#}), listing the certificates to check for it failed too")
+            })?;
+            match find_certificate(&listed, &certificate) {
+                Some(found) => {
+                    say(cx, "it did: using the uploaded certificate");
+                    found
+                }
+                None => {
+                    say(cx, "it did not: uploading once more");
+                    cx.api.call(Method::POST, path, Some(body)).await?
+                }
+            }
+        }
+    };
     if cx.api.dry_run() {
         return Ok("<id of the uploaded certificate>".into());
     }
@@ -345,6 +363,28 @@ async fn upload(cx: &Session, path: &str, cert: &Path, key: &Path) -> anyhow::Re
         &format!("uploaded certificate {id} (status {})", text(result.get("status"))),
     );
     Ok(id)
+}
+
+/// Whether a failed write may have been applied: no answer, or a 5xx (a 4xx was refused).
+fn maybe_applied(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<api::ApiError>().is_none_or(|e| e.status >= 500)
+}
+
+/// The listed certificate (a `result` array) whose PEM is `pem`, compared by content.
+fn find_certificate(listed: &Value, pem: &str) -> Option<Value> {
+    let der = |text: &str| -> Option<Vec<u8>> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::pem_slice_iter(text.as_bytes())
+            .next()?
+            .ok()
+            .map(|c| c.to_vec())
+    };
+    let wanted = der(pem)?;
+    listed
+        .as_array()?
+        .iter()
+        .find(|c| c.get("certificate").and_then(Value::as_str).and_then(der).as_ref() == Some(&wanted))
+        .cloned()
 }
 
 /// `originguard cloudflare ips`: Cloudflare's current IP ranges (`GET /ips`, no token), printed

@@ -41,8 +41,12 @@ struct State {
     pq: String,
     /// Seconds sent in Retry-After with the busy answers.
     retry_after: Option<u64>,
-    /// Answer this many POSTs with 503 (an upload that may or may not have been applied).
+    /// Answer this many POSTs with 503 without applying them.
     failing_posts: u32,
+    /// Apply this many POSTs, then answer 503 (the answer to an upload lost on the way back).
+    lost_answers: u32,
+    /// Uploaded certificate PEMs by id, listed as Cloudflare lists them.
+    pems: HashMap<String, String>,
 }
 
 struct FakeCloudflare {
@@ -114,6 +118,15 @@ fn envelope(status: StatusCode, result: Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response
+}
+
+/// A list entry: with the certificate's PEM, as Cloudflare's list endpoints return it.
+fn listed(id: &str, status: &str, pems: &HashMap<String, String>) -> Value {
+    let mut entry = cert_json(id, status);
+    if let Some(pem) = pems.get(id) {
+        entry["certificate"] = Value::String(pem.clone());
+    }
+    entry
 }
 
 fn cert_json(id: &str, status: &str) -> Value {
@@ -226,7 +239,7 @@ async fn handle(request: Request<Incoming>, state: &Mutex<State>) -> Response<Fu
             envelope(StatusCode::OK, Value::Array(out))
         }
         (Method::GET, ["origin_tls_client_auth", "hostnames", "certificates"]) => {
-            let list: Vec<Value> = s.host_certs.iter().map(|(id, st, _)| cert_json(id, st)).collect();
+            let list: Vec<Value> = s.host_certs.iter().map(|(id, st, _)| listed(id, st, &s.pems)).collect();
             envelope(StatusCode::OK, Value::Array(list))
         }
         (Method::GET, ["origin_tls_client_auth", "hostnames", host]) => match s.associations.get(*host) {
@@ -240,7 +253,7 @@ async fn handle(request: Request<Incoming>, state: &Mutex<State>) -> Response<Fu
             ),
         },
         (Method::GET, ["origin_tls_client_auth"]) => {
-            let list: Vec<Value> = s.zone_certs.iter().map(|(id, st, _)| cert_json(id, st)).collect();
+            let list: Vec<Value> = s.zone_certs.iter().map(|(id, st, _)| listed(id, st, &s.pems)).collect();
             envelope(StatusCode::OK, Value::Array(list))
         }
         (Method::POST, ["origin_tls_client_auth"])
@@ -260,6 +273,15 @@ async fn handle(request: Request<Incoming>, state: &Mutex<State>) -> Response<Fu
             match hostname {
                 true => s.host_certs.push(entry),
                 false => s.zone_certs.push(entry),
+            }
+            let pem = body["certificate"].as_str().unwrap_or("").to_string();
+            s.pems.insert(id.clone(), pem);
+            if s.lost_answers > 0 {
+                s.lost_answers -= 1;
+                return envelope(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!([{ "code": 10503, "message": "upstream unavailable" }]),
+                );
             }
             envelope(StatusCode::OK, cert_json(&id, "pending_deployment"))
         }
@@ -737,7 +759,7 @@ async fn busy_answers_are_retried_and_errors_name_the_code_and_permission() {
 }
 
 #[tokio::test]
-async fn https_api_bases_are_verified_against_mozillas_roots() {
+async fn https_api_bases_are_verified_against_the_system_trust_store() {
     // An HTTPS endpoint with a certificate from a private CA: refused, nothing sent in clear.
     let fx = Fixture::new();
     let backend = Backend::tcp().await;
@@ -849,7 +871,7 @@ async fn pq_status_and_set_read_and_change_the_zone_setting() {
 }
 
 #[tokio::test]
-async fn retry_after_is_honoured_and_a_failed_upload_is_not_blindly_repeated() {
+async fn retry_after_is_honoured_and_a_failed_upload_is_looked_up_before_it_is_repeated() {
     let fake = FakeCloudflare::start(|s| {
         s.busy = 1;
         s.retry_after = Some(1);
@@ -865,19 +887,101 @@ async fn retry_after_is_honoured_and_a_failed_upload_is_not_blindly_repeated() {
         started.elapsed()
     );
 
+    // An upload whose answer was lost: listed, found, used; never uploaded twice.
     let c = Customer::new().await;
-    let fake = FakeCloudflare::start(|s| s.failing_posts = 1).await;
+    let fake = FakeCloudflare::start(|s| s.lost_answers = 1).await;
     let config = c.config(&c.ca_pem(), &c.ca_pem());
-    let (code, _, err) = cf(
+    let (code, out, err) = cf(
         &fake,
         &["enable", "--zone-cert", &c.cert(), &c.key(), "--config", &config],
     )
     .await;
-    assert_ne!(code, Some(0));
+    assert_eq!(code, Some(0), "{out}{err}");
+    let calls = fake.calls();
     assert_eq!(
-        fake.calls(),
-        vec!["POST /origin_tls_client_auth"],
-        "the upload was repeated"
+        calls.iter().filter(|c| c.starts_with("POST")).count(),
+        1,
+        "the upload was repeated: {calls:?}"
     );
-    assert!(err.contains("503"), "{err}");
+    assert_eq!(
+        calls[..2],
+        ["POST /origin_tls_client_auth", "GET /origin_tls_client_auth"]
+    );
+    assert!(err.contains("it did: using the uploaded certificate"), "{err}");
+
+    // An upload that did not arrive: listed, not found, uploaded once more.
+    let fake = FakeCloudflare::start(|s| s.failing_posts = 1).await;
+    let (code, out, err) = cf(
+        &fake,
+        &["enable", "--zone-cert", &c.cert(), &c.key(), "--config", &config],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let calls = fake.calls();
+    assert_eq!(
+        calls[..3],
+        [
+            "POST /origin_tls_client_auth",
+            "GET /origin_tls_client_auth",
+            "POST /origin_tls_client_auth"
+        ]
+    );
+    assert_eq!(fake.state.lock().expect("lock").zone_certs.len(), 1);
+}
+
+#[tokio::test]
+async fn the_proxy_from_the_environment_is_used_except_for_no_proxy_and_loopback() {
+    let fake = FakeCloudflare::start(|_| {}).await;
+    // A name that resolves nowhere: only a proxy can reach it.
+    let base = "http://api.cloudflare.invalid/client/v4";
+    let status = |env: &[(&str, String)]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_originguard"));
+        command
+            .args(["cloudflare", "status", "--zone", ZONE, "--api-base", base])
+            .env("CLOUDFLARE_API_TOKEN", TOKEN);
+        for name in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "NO_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "no_proxy",
+        ] {
+            command.env_remove(name);
+        }
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command.output()
+    };
+    let proxy = format!("http://{}", fake.addr);
+    let out = status(&[("HTTP_PROXY", proxy.clone())]).await.expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        fake.calls().iter().any(|c| c == "GET /settings/tls_client_auth"),
+        "{:?}",
+        fake.calls()
+    );
+
+    let before = fake.calls().len();
+    let out = status(&[("HTTP_PROXY", proxy.clone()), ("NO_PROXY", "cloudflare.invalid".into())])
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "NO_PROXY ignored");
+    assert_eq!(fake.calls().len(), before);
+
+    // A loopback API base is reached directly even with a proxy set (as in Go's client).
+    let (code, _, err) = {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_originguard"))
+            .args(["cloudflare", "status", "--zone", ZONE, "--api-base", &fake.base()])
+            .env("CLOUDFLARE_API_TOKEN", TOKEN)
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .output()
+            .await
+            .expect("run");
+        (out.status.code(), (), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    assert_eq!(code, Some(0), "{err}");
 }
