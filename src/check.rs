@@ -13,7 +13,7 @@ use base64::Engine;
 use rustls::pki_types::ServerName;
 
 use crate::config::{Config, SessionResumption};
-use crate::tls::identity::{hex, rfc4514};
+use crate::tls::identity::{fingerprint_colons, rfc4514};
 use crate::tls::{load, server, Policy, PolicySet, TrustedCa};
 
 /// A CA or server certificate expiring within this many days is warned about.
@@ -31,14 +31,7 @@ pub struct CertSummary {
 
 impl CertSummary {
     pub fn of(der: &CertificateDer<'_>) -> CertSummary {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
-        let sha256 = hex(digest.as_ref())
-            .to_uppercase()
-            .as_bytes()
-            .chunks(2)
-            .map(|pair| std::str::from_utf8(pair).unwrap_or("??"))
-            .collect::<Vec<_>>()
-            .join(":");
+        let sha256 = fingerprint_colons(der.as_ref());
         match X509Certificate::from_der(der.as_ref()) {
             Ok((_, cert)) => CertSummary {
                 subject: rfc4514(cert.subject()),
@@ -238,7 +231,7 @@ fn describe_policy(out: &mut String, policy: &Policy) {
                 .map(|d| base64::engine::general_purpose::STANDARD.encode(d))
                 .collect(),
         ),
-        ("allow_cert_sha256", a.cert_sha256.iter().map(|d| hex(d)).collect()),
+        ("allow_cert_sha256", a.cert_sha256.iter().map(hex::encode).collect()),
     ];
     for (key, values) in lists {
         if !values.is_empty() {

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -273,12 +274,12 @@ pub struct ChangeArgs {
     /// Print the requests that would change something instead of sending them.
     #[arg(long)]
     pub dry_run: bool,
-    /// Longest wait for an uploaded certificate to become active.
-    #[arg(long, default_value = "300s")]
-    pub wait: String,
+    /// Longest wait for an uploaded certificate to become active ("5m", "90s").
+    #[arg(long, default_value = "300s", value_parser = crate::config::parse_duration)]
+    pub wait: Duration,
     /// Pause between status checks while waiting.
-    #[arg(long, default_value = "2s")]
-    pub poll_interval: String,
+    #[arg(long, default_value = "2s", value_parser = crate::config::parse_duration)]
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -340,9 +341,9 @@ pub struct LoadtestArgs {
     /// Concurrent workers, each opening one connection after another.
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
-    /// How long to run ("10s", "1m").
-    #[arg(long, default_value = "10s", conflicts_with = "handshakes")]
-    pub duration: String,
+    /// How long to run ("10s", "1m30s").
+    #[arg(long, default_value = "10s", conflicts_with = "handshakes", value_parser = crate::config::parse_duration)]
+    pub duration: Duration,
     /// Stop after this many connections instead of after --duration.
     #[arg(long)]
     pub handshakes: Option<u64>,
@@ -367,8 +368,8 @@ pub struct LoadtestArgs {
     #[arg(long, conflicts_with_all = ["handshakes", "hold", "resume"])]
     pub keep_alive: bool,
     /// Keep-alive mode: requests before the measuring window opens.
-    #[arg(long, default_value = "1s", requires = "keep_alive")]
-    pub warmup: String,
+    #[arg(long, default_value = "1s", requires = "keep_alive", value_parser = crate::config::parse_duration)]
+    pub warmup: Duration,
     /// Keep-alive mode: read this process's CPU time (all threads) at the window's edges and
     /// report server CPU per request; repeat for multi-process servers (nginx workers).
     #[arg(long, requires = "keep_alive")]

@@ -1202,14 +1202,9 @@ fn base64_sha256(pin: &str) -> Result<[u8; 32], String> {
 
 fn hex_sha256(pin: &str) -> Result<[u8; 32], String> {
     let digits: String = pin.chars().filter(|c| *c != ':').collect();
-    let bad = || format!("{pin:?} is not a hex SHA-256 (64 hex digits, colons optional)");
-    if digits.len() != 64 || !digits.is_ascii() {
-        return Err(bad());
-    }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
+    hex::decode_to_slice(&digits, &mut out)
+        .map_err(|_| format!("{pin:?} is not a hex SHA-256 (64 hex digits, colons optional)"))?;
     Ok(out)
 }
 
@@ -1300,18 +1295,8 @@ fn duration(file: &Path, key: &str, value: &str) -> Result<Duration, ConfigError
 
 /// Parses `"250ms"`, `"10s"`, `"15m"`, `"1h"` (one number, one unit).
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {value:?} (expected e.g. \"250ms\", \"10s\", \"15m\", \"1h\")");
-    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = value.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let millis = match unit {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => return Err(bad()),
-    };
-    millis.map(Duration::from_millis).ok_or_else(bad)
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("invalid duration {value:?}: {e} (expected e.g. \"250ms\", \"10s\", \"1m30s\", \"1h\")"))
 }
 
 #[cfg(test)]
@@ -1432,7 +1417,8 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "s", "10", "1.5s", "-1s", "10 s", "99999999999999999999h"] {
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        for bad in ["", "s", "10", "-1s", "10 parsecs", "99999999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

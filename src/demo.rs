@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -19,7 +18,11 @@ use crate::{app, pki};
 /// Runs the demo until Ctrl-C / SIGTERM.
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let shutdown = crate::signal::shutdown();
-    let dir = TempDir::new()?;
+    // Removed on drop: the demo's PKI lives only as long as the demo (private to this user).
+    let dir = tempfile::Builder::new()
+        .prefix("originguard-demo-")
+        .tempdir()
+        .context("cannot create the demo's temporary directory")?;
     pki::write_dev(dir.path(), 365, false)?;
 
     let backend = TcpListener::bind("127.0.0.1:0")
@@ -90,29 +93,4 @@ async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
         text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
     }
     Ok(Response::new(Full::new(Bytes::from(text))))
-}
-
-/// A directory removed on drop (the demo's PKI lives only as long as the demo).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> anyhow::Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!("originguard-demo-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).with_context(|| format!("{}: cannot create", path.display()))?;
-        Ok(TempDir(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -1047,17 +1047,22 @@ impl AsyncWrite for Counting {
 
 /// User + system CPU time of this process, microseconds (Linux `/proc`; USER_HZ is 100).
 pub fn process_cpu_us() -> Option<u64> {
-    cpu_us_of("self")
+    // CLOCK_PROCESS_CPUTIME_ID: every thread, nanosecond resolution (getrusage's figure).
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    let nanos = u64::try_from(t.tv_sec).ok()? * 1_000_000_000 + u64::try_from(t.tv_nsec).ok()?;
+    Some(nanos / 1_000)
 }
 
-/// User + system CPU time of process `pid` (all its threads), microseconds.
+/// User + system CPU time of process `pid` (all its threads), microseconds, from
+/// `/proc/PID/stat` (clock-tick resolution: no syscall reads another process's usage).
 pub fn cpu_us_of(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields resume after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) * 10_000)
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    Some((utime + stime) * 1_000_000 / ticks)
 }
 
 #[cfg(test)]
@@ -1074,7 +1079,18 @@ mod tests {
     }
 
     #[test]
-    fn own_cpu_time_is_readable() {
-        assert!(process_cpu_us().is_some());
+    fn own_cpu_time_is_readable_both_ways() {
+        let before = process_cpu_us().expect("clock");
+        // Spin until this process has used 30 ms of CPU (bounded: 10 s of wall time).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut own = before;
+        while own < before + 30_000 && std::time::Instant::now() < deadline {
+            std::hint::black_box((0..1000u64).sum::<u64>());
+            own = process_cpu_us().expect("clock");
+        }
+        assert!(own >= before + 30_000, "CPU clock did not advance: {before} -> {own}");
+        let from_proc = cpu_us_of("self").expect("/proc");
+        // The same quantity, the /proc figure at clock-tick resolution.
+        assert!(from_proc > 0 && from_proc <= own + 20_000, "{from_proc} vs {own}");
     }
 }

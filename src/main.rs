@@ -10,7 +10,7 @@ use originguard::cli::{
 };
 use originguard::config::ConfigError;
 use originguard::tls::load::LoadError;
-use originguard::{app, check, cloudflare, config, demo, loadgen, pki, signal};
+use originguard::{app, check, cloudflare, demo, loadgen, pki, signal};
 
 /// EX_CONFIG from sysexits.h.
 const EXIT_CONFIG: u8 = 78;
@@ -59,7 +59,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo { listen } => runtime()?.block_on(demo::run(listen)),
         Command::Loadtest(args) => {
-            let duration = config::parse_duration(&args.duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+            let duration = args.duration;
             let (target, url_host, url_path) = loadgen::parse_target(&args.target).map_err(anyhow::Error::msg)?;
             let json = args.json;
             let options = loadgen::Options {
@@ -85,7 +85,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 tls_versions: args.tls_version,
                 groups: args.groups,
                 keep_alive: args.keep_alive,
-                warmup: config::parse_duration(&args.warmup).map_err(|e| anyhow::anyhow!("--warmup: {e}"))?,
+                warmup: args.warmup,
                 server_pids: args.server_pid,
             };
             let report = runtime()?.block_on(loadgen::run(options))?;
@@ -167,17 +167,13 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 async fn cloudflare_command(command: CloudflareCommand) -> anyhow::Result<()> {
     let session = |api: &ApiArgs, change: Option<&ChangeArgs>| -> anyhow::Result<cloudflare::Session> {
-        let duration =
-            |flag: &str, value: &str| config::parse_duration(value).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
         let dry_run = change.is_some_and(|c| c.dry_run);
         Ok(cloudflare::Session {
             api: cloudflare::Api::new(&api.api_base, std::env::var("CLOUDFLARE_API_TOKEN").ok(), dry_run)?,
             zone: api.zone.clone(),
             json: api.json,
-            wait: change.map_or(Ok(std::time::Duration::ZERO), |c| duration("wait", &c.wait))?,
-            poll_interval: change.map_or(Ok(std::time::Duration::ZERO), |c| {
-                duration("poll-interval", &c.poll_interval)
-            })?,
+            wait: change.map_or(std::time::Duration::ZERO, |c| c.wait),
+            poll_interval: change.map_or(std::time::Duration::ZERO, |c| c.poll_interval),
         })
     };
     let level = |l: &LevelArgs, c: Option<&HostCertArgs>| -> anyhow::Result<cloudflare::Level> {

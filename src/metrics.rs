@@ -335,7 +335,7 @@ impl Metrics {
                         .get_or_create(&CertLabel {
                             role,
                             subject: summary.subject,
-                            sha256: summary.sha256.replace(':', "").to_ascii_lowercase(),
+                            sha256: crate::tls::identity::fingerprint(der.as_ref()),
                         })
                         .set(t.unix_timestamp());
                 }

@@ -7,59 +7,33 @@ use std::net::IpAddr;
 const CLOUDFLARE_V4: &str = include_str!("../config/cloudflare-ips-v4.txt");
 const CLOUDFLARE_V6: &str = include_str!("../config/cloudflare-ips-v6.txt");
 
-/// An IPv4 or IPv6 network in CIDR form.
+/// An IPv4 or IPv6 network in CIDR form (`ipnet`), matching IPv4 peers that a dual-stack
+/// socket shows as `::ffff:a.b.c.d` too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl IpNet {
     /// Parses `"203.0.113.0/24"`, `"2001:db8::/32"`, or a bare address (a /32 or /128).
     pub fn parse(text: &str) -> Result<IpNet, String> {
-        let bad = || format!("invalid network {text:?} (expected CIDR like \"203.0.113.0/24\" or an IP address)");
-        let (addr, prefix) = match text.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
-            None => max,
-        };
-        Ok(IpNet { addr, prefix })
+        let text = text.trim();
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(IpNet)
+            .map_err(|_| format!("invalid network {text:?} (expected CIDR like \"203.0.113.0/24\" or an IP address)"))
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        // A v4 peer on a dual-stack socket shows up as ::ffff:a.b.c.d.
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
-                u128::from(u32::from(net)) << 96,
-                u128::from(u32::from(ip)) << 96,
-                self.prefix,
-            ),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(u128::from(net), u128::from(ip), self.prefix),
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
-}
-
-fn prefix_eq(a: u128, b: u128, prefix: u8) -> bool {
-    if prefix == 0 {
-        return true;
-    }
-    let mask = u128::MAX << (128 - u32::from(prefix));
-    a & mask == b & mask
 }
 
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        self.0.fmt(f)
     }
 }
 

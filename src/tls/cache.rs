@@ -14,7 +14,7 @@
 //! to full verification and fails there with the right reason). The CertificateVerify signature
 //! — the proof the client holds the key — is verified by rustls on every handshake regardless.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -26,34 +26,27 @@ pub const CAPACITY: usize = 4096;
 /// Key of a presented chain.
 pub type ChainKey = [u8; 32];
 
-/// A bounded LRU of verified chains with their validity windows.
+/// A bounded LRU (the `lru` crate) of verified chains with their validity windows.
 #[derive(Debug)]
 pub struct VerifiedCache {
-    inner: Mutex<Inner>,
-    capacity: usize,
+    entries: Mutex<lru::LruCache<ChainKey, Window>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    entries: HashMap<ChainKey, Entry>,
-    tick: u64,
-}
-
+/// The intersection of the path's validity windows, Unix seconds, inclusive.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
-    /// The intersection of the path's validity windows, Unix seconds, inclusive.
+struct Window {
     not_before: u64,
     not_after: u64,
-    last_used: u64,
 }
 
 impl VerifiedCache {
     pub fn new(capacity: usize) -> VerifiedCache {
         VerifiedCache {
-            inner: Mutex::new(Inner::default()),
-            capacity: capacity.max(1),
+            entries: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -75,17 +68,16 @@ impl VerifiedCache {
     /// notAfter (Unix seconds) when it is.
     pub fn hit(&self, key: &ChainKey, now: UnixTime) -> Option<u64> {
         let now = now.as_secs();
-        let mut inner = self.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        let hit = match inner.entries.get_mut(key) {
-            Some(entry) if entry.not_before <= now && now <= entry.not_after => {
-                entry.last_used = tick;
-                Some(entry.not_after)
-            }
+        let mut entries = self.lock();
+        // Only a usable entry counts as used: an expired one is not promoted.
+        let hit = match entries.peek(key) {
+            Some(w) if w.not_before <= now && now <= w.not_after => Some(w.not_after),
             _ => None,
         };
-        drop(inner);
+        if hit.is_some() {
+            entries.promote(key);
+        }
+        drop(entries);
         let counter = if hit.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         match hit {
@@ -98,28 +90,12 @@ impl VerifiedCache {
     /// Records a chain that just verified, with its path's validity window (see
     /// [`validity_window`]).
     pub fn insert(&self, key: ChainKey, (not_before, not_after): (u64, u64)) {
-        let mut inner = self.lock();
-        inner.tick += 1;
-        let last_used = inner.tick;
-        if inner.entries.len() >= self.capacity && !inner.entries.contains_key(&key) {
-            // O(capacity), on a miss only — which has just paid for a full verification.
-            if let Some(oldest) = inner.entries.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k) {
-                inner.entries.remove(&oldest);
-            }
-        }
-        inner.entries.insert(
-            key,
-            Entry {
-                not_before,
-                not_after,
-                last_used,
-            },
-        );
+        self.lock().put(key, Window { not_before, not_after });
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().len()
     }
 
     /// (hits, misses) so far.
@@ -127,8 +103,8 @@ impl VerifiedCache {
         (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<ChainKey, Window>> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

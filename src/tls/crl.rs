@@ -37,6 +37,9 @@ impl Revocations {
         let crl = webpki::OwnedCertRevocationList::from_der(der.as_ref())
             .map(webpki::CertRevocationList::from)
             .map_err(|e| format!("invalid CRL: {e}"))?;
+        use x509_parser::prelude::FromDer;
+        let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(der.as_ref())
+            .map_err(|e| format!("invalid CRL: {e}"))?;
         let candidates: Vec<&TrustedCa> = cas
             .iter()
             .filter(|ca| ca.anchor.subject.as_ref() == crl.issuer())
@@ -46,13 +49,9 @@ impl Revocations {
         }
         let signer = candidates
             .into_iter()
-            .find(|ca| verify_signature(der.as_ref(), ca.anchor.subject_public_key_info.as_ref(), algorithms))
+            .find(|ca| verify_signature(&parsed, ca, algorithms))
             .ok_or("CRL signature does not verify with the key of the trusted CA that has its issuer name")?;
-        use x509_parser::prelude::FromDer;
-        let next_update = x509_parser::revocation_list::CertificateRevocationList::from_der(der.as_ref())
-            .ok()
-            .and_then(|(_, parsed)| parsed.next_update())
-            .and_then(|t| u64::try_from(t.timestamp()).ok());
+        let next_update = parsed.next_update().and_then(|t| u64::try_from(t.timestamp()).ok());
         self.lists.push((
             signer.anchor.subject_public_key_info.as_ref().to_vec(),
             crl,
@@ -105,94 +104,119 @@ impl Revocations {
     }
 }
 
-/// Verifies the signature of a signed X.509 structure (`SEQUENCE { tbs, algorithm, signature }`)
-/// with the public key in `spki` (the contents of a SubjectPublicKeyInfo SEQUENCE).
-fn verify_signature(signed: &[u8], spki: &[u8], algorithms: &[&dyn SignatureVerificationAlgorithm]) -> bool {
-    let Some((tbs, algorithm, signature)) = split_signed(signed) else {
+/// Whether the CRL's signature verifies with the CA's key, under an algorithm the provider
+/// offers for that key type (the same list rustls verifies handshakes with).
+fn verify_signature(
+    crl: &x509_parser::revocation_list::CertificateRevocationList<'_>,
+    ca: &TrustedCa,
+    algorithms: &[&dyn SignatureVerificationAlgorithm],
+) -> bool {
+    use x509_parser::prelude::FromDer;
+    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(ca.der.as_ref()) else {
         return false;
     };
-    let Some((key_algorithm, public_key)) = split_spki(spki) else {
+    let spki = cert.public_key();
+    let (Some(key_algorithm), Some(signature_algorithm)) =
+        (algorithm_id(&spki.algorithm), algorithm_id(&crl.signature_algorithm))
+    else {
         return false;
     };
+    if crl.signature_value.unused_bits != 0 || spki.subject_public_key.unused_bits != 0 {
+        return false;
+    }
     algorithms
         .iter()
-        .filter(|alg| alg.signature_alg_id().as_ref() == algorithm && alg.public_key_alg_id().as_ref() == key_algorithm)
-        .any(|alg| alg.verify_signature(public_key, tbs, signature).is_ok())
+        .filter(|alg| {
+            alg.signature_alg_id().as_ref() == signature_algorithm.as_slice()
+                && alg.public_key_alg_id().as_ref() == key_algorithm.as_slice()
+        })
+        .any(|alg| {
+            alg.verify_signature(
+                &spki.subject_public_key.data,
+                crl.tbs_cert_list.as_ref(),
+                &crl.signature_value.data,
+            )
+            .is_ok()
+        })
 }
 
-/// -> (tbs TLV, AlgorithmIdentifier contents, signature bits).
-fn split_signed(der: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (tag, outer, rest) = read_tlv(der)?;
-    if tag != 0x30 || !rest.is_empty() {
-        return None;
+/// An AlgorithmIdentifier's DER contents (OID and parameters, without the SEQUENCE header):
+/// the form rustls names algorithms in.
+fn algorithm_id(algorithm: &x509_parser::x509::AlgorithmIdentifier<'_>) -> Option<Vec<u8>> {
+    use x509_parser::asn1_rs::ToDer;
+    let mut out = algorithm.algorithm.to_der_vec().ok()?;
+    if let Some(parameters) = &algorithm.parameters {
+        out.extend(parameters.to_der_vec().ok()?);
     }
-    let tbs_len = outer.len() - read_tlv(outer)?.2.len();
-    let (tbs, after_tbs) = outer.split_at(tbs_len);
-    let (tag, algorithm, after_alg) = read_tlv(after_tbs)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (tag, bits, rest) = read_tlv(after_alg)?;
-    if tag != 0x03 || !rest.is_empty() {
-        return None;
-    }
-    Some((tbs, algorithm, bit_string(bits)?))
-}
-
-/// SubjectPublicKeyInfo contents -> (AlgorithmIdentifier contents, public key bits).
-fn split_spki(spki: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (tag, algorithm, rest) = read_tlv(spki)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (tag, bits, rest) = read_tlv(rest)?;
-    if tag != 0x03 || !rest.is_empty() {
-        return None;
-    }
-    Some((algorithm, bit_string(bits)?))
-}
-
-fn bit_string(contents: &[u8]) -> Option<&[u8]> {
-    match contents.split_first() {
-        Some((0, bits)) => Some(bits),
-        _ => None,
-    }
-}
-
-/// One DER TLV with a single-byte tag: (tag, contents, remaining input).
-fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let (bytes, rest) = rest.split_at(n);
-        (bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b)), rest)
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (contents, rest) = rest.split_at(len);
-    Some((tag, contents, rest))
+    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, IsCa, KeyPair, KeyUsagePurpose,
+        RevokedCertParams, SerialNumber,
+    };
+
     use super::*;
 
+    /// A CA of `alg` and a CRL it signed revoking serial 7.
+    fn ca_and_crl(alg: &'static rcgen::SignatureAlgorithm) -> (TrustedCa, Vec<u8>) {
+        let key = KeyPair::generate_for(alg).expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).expect("CA");
+        let pem = cert.pem();
+        let ca = super::super::load::trusted_cas_for_test(pem.as_bytes()).remove(0);
+        let issuer = rcgen::Issuer::new(params, key);
+        let now = time::OffsetDateTime::now_utc();
+        let crl = CertificateRevocationListParams {
+            this_update: now - time::Duration::days(1),
+            next_update: now + time::Duration::days(7),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(7u64),
+                revocation_time: now - time::Duration::hours(1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .expect("CRL");
+        (ca, crl.der().to_vec())
+    }
+
     #[test]
-    fn tlv_reader_handles_long_lengths_and_rejects_truncation() {
-        let mut long = vec![0x04, 0x82, 0x01, 0x00];
-        long.extend(std::iter::repeat_n(7u8, 256));
-        let (tag, contents, rest) = read_tlv(&long).expect("long form");
-        assert_eq!((tag, contents.len(), rest.len()), (0x04, 256, 0));
-        assert!(read_tlv(&long[..100]).is_none());
-        assert!(read_tlv(&[0x30, 0x80]).is_none(), "indefinite length is not DER");
-        assert!(read_tlv(&[]).is_none());
-        assert!(split_signed(&[0x30, 0x00]).is_none());
+    fn crl_signatures_verify_for_every_key_type_and_a_flipped_bit_fails() {
+        let algorithms = crate::tls::server::provider().signature_verification_algorithms.all;
+        for alg in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ED25519,
+            &rcgen::PKCS_RSA_SHA256,
+            &rcgen::PKCS_ML_DSA_44,
+        ] {
+            let (ca, der) = ca_and_crl(alg);
+            let mut revocations = Revocations::default();
+            revocations
+                .add(
+                    &CertificateRevocationListDer::from(der.clone()),
+                    std::slice::from_ref(&ca),
+                    algorithms,
+                )
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            assert!(revocations.is_revoked(ca.anchor.subject_public_key_info.as_ref(), &[7]));
+
+            let mut forged = der;
+            let last = forged.len() - 1;
+            forged[last] ^= 1;
+            let e = Revocations::default()
+                .add(&CertificateRevocationListDer::from(forged), &[ca], algorithms)
+                .expect_err("forged");
+            assert!(e.contains("does not verify"), "{alg:?}: {e}");
+        }
     }
 }

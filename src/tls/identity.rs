@@ -41,7 +41,7 @@ impl ClientIdentity {
 
     /// [`ClientIdentity::from_leaf`] when the leaf's SHA-256 is already known.
     pub fn from_leaf_with_digest(leaf: &CertificateDer<'_>, digest: &[u8; 32]) -> ClientIdentity {
-        let sha256 = hex(digest);
+        let sha256 = hex::encode(digest);
         let (subject, uris, dns_names) = match X509Certificate::from_der(leaf.as_ref()) {
             Ok((_, cert)) => {
                 let mut uris = Vec::new();
@@ -119,7 +119,7 @@ pub fn rfc4514(name: &X509Name<'_>) -> String {
                     let value = match atv.as_str() {
                         Ok(s) => escape_value(s),
                         // Not a string type: RFC 4514 §2.4 '#' + hex of the BER encoding.
-                        Err(_) => format!("#{}", hex(atv.attr_value().data)),
+                        Err(_) => format!("#{}", hex::encode(atv.attr_value().data)),
                     };
                     format!("{key}={value}")
                 })
@@ -193,7 +193,7 @@ pub struct Presented {
 
 impl Presented {
     pub fn of(der: &CertificateDer<'_>) -> Presented {
-        let sha256 = hex(&sha256(der.as_ref()));
+        let sha256 = fingerprint(der.as_ref());
         match X509Certificate::from_der(der.as_ref()) {
             Ok((_, cert)) => Presented {
                 subject: rfc4514(cert.subject()),
@@ -268,14 +268,18 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
+/// The fingerprint of headers, logs and metrics: SHA-256 of the DER, lowercase hex (as
+/// Envoy's XFCC `Hash`).
+pub(crate) fn fingerprint(der: &[u8]) -> String {
+    hex::encode(sha256(der))
+}
+
+/// The fingerprint as `check` shows it, for comparing with `openssl x509 -fingerprint -sha256`:
+/// uppercase hex pairs joined by colons.
+pub(crate) fn fingerprint_colons(der: &[u8]) -> String {
+    let digest = sha256(der);
+    let pairs: Vec<String> = digest.iter().map(|b| hex::encode_upper([*b])).collect();
+    pairs.join(":")
 }
 
 #[cfg(test)]

@@ -63,6 +63,12 @@ pub fn trusted_cas(path: &Path) -> Result<Vec<TrustedCa>, LoadError> {
     trusted_cas_from_pem(path, &bytes, &path.display().to_string())
 }
 
+/// Trust anchors from PEM bytes (unit tests elsewhere in the crate).
+#[cfg(test)]
+pub(crate) fn trusted_cas_for_test(pem: &[u8]) -> Vec<TrustedCa> {
+    trusted_cas_from_pem(Path::new("test"), pem, "test").expect("test CA")
+}
+
 /// The embedded Cloudflare origin-pull CA.
 pub fn cloudflare_ca() -> Vec<TrustedCa> {
     let name = Path::new("cloudflare");
@@ -152,8 +158,10 @@ mod tests {
         let cas = cloudflare_ca();
         assert_eq!(cas.len(), 1);
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cas[0].der.as_ref());
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
-        assert_eq!(hex, "9A1AC2B4BE15F9F27EEE20A734CBA4E9898F61001B3BD7C84B69B56A3E25A2B9");
+        assert_eq!(
+            hex::encode_upper(digest),
+            "9A1AC2B4BE15F9F27EEE20A734CBA4E9898F61001B3BD7C84B69B56A3E25A2B9"
+        );
     }
 
     #[test]
