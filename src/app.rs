@@ -158,6 +158,11 @@ fn log_policies(config: &Config, policies: &PolicySet) {
             "client certificates required"
         );
     }
+    info!(
+        key_exchange = config.tls.key_exchange.as_str(),
+        fips = crate::tls::server::fips_status(),
+        "TLS"
+    );
     if !config.listener.allow_peers.is_empty() {
         info!(
             networks = config.listener.allow_peers.len(),

@@ -128,6 +128,7 @@ pub fn describe(config: &Config, policies: &PolicySet) -> String {
             crate::config::KeyExchange::Classical => "off",
         }
     );
+    let _ = writeln!(out, "FIPS: {}", crate::tls::server::fips_status());
     for policy in policies.all() {
         describe_policy(&mut out, policy);
     }

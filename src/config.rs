@@ -1096,6 +1096,15 @@ impl RawClientAuth {
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             };
+        if crate::tls::server::FIPS && trust.contains(&TrustSource::Cloudflare) {
+            return Err(err(
+                key("trust"),
+                "this is a FIPS build: Cloudflare's shared AOP certificate (\"cloudflare\", also the \
+                 default) is refused; FIPS-compliant AOP needs a zone-level or per-hostname \
+                 certificate from your own CA: trust = [\"/path/to/your-aop-ca.pem\"]"
+                    .into(),
+            ));
+        }
         let verify_depth = match self.verify_depth {
             None => parent.verify_depth,
             Some(d) => in_range(file, &key("verify_depth"), d, 1, MAX_VERIFY_DEPTH)?,
@@ -1361,6 +1370,20 @@ mod tests {
             e.message.starts_with("expected true or false, found a string \"yes\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_fips_build_refuses_cloudflares_shared_certificate_and_only_then() {
+        let own_ca = MINIMAL.replace("[upstream]", "[client_auth]\ntrust = [\"ca.pem\"]\n[upstream]");
+        assert!(Config::from_toml(Path::new("t"), &own_ca).is_ok());
+        let shared = Config::from_toml(Path::new("t"), MINIMAL);
+        if crate::tls::server::FIPS {
+            let e = shared.expect_err("a FIPS build accepted trust = [\"cloudflare\"]");
+            assert_eq!(e.key, "client_auth.trust");
+            assert!(e.message.contains("FIPS"), "{}", e.message);
+        } else {
+            shared.expect("not a FIPS build");
+        }
     }
 
     #[test]

@@ -29,10 +29,25 @@ use crate::config::{MinVersion, SessionResumption, TlsConfig};
 /// (CRL and CA re-checks) is bounded by this.
 pub const TICKET_MAX_AGE: Duration = Duration::from_secs(3600);
 
+/// Built with `--features fips`: aws-lc-rs's FIPS module, rustls restricted to FIPS-approved
+/// suites and groups (no X25519 alone: X25519MLKEM768, P-256, P-384), extended master secret
+/// required for TLS 1.2, and Cloudflare's shared AOP certificate refused by the config.
+pub const FIPS: bool = cfg!(feature = "fips");
+
 /// The one crypto provider. Built explicitly (never `ServerConfig::builder()`), so a second
-/// provider in the dependency tree can never make the process-default ambiguous.
+/// provider in the dependency tree can never make the process-default ambiguous. With the
+/// `fips` feature this is the FIPS module (rustls filters its defaults to approved algorithms).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// What `check` and the startup log say about FIPS.
+pub fn fips_status() -> &'static str {
+    match (FIPS, provider().fips()) {
+        (true, true) => "active (AWS-LC FIPS module, approved algorithms only)",
+        (true, false) => "BUILT BUT NOT ACTIVE (the FIPS module failed its self-test)",
+        (false, _) => "off (build with --features fips for the AWS-LC FIPS module)",
+    }
 }
 
 /// A policy's server configs: one per key-exchange variant `tls.key_exchange` needs, sharing
@@ -122,7 +137,8 @@ fn build_one(
         MinVersion::Tls13 => &[&rustls::version::TLS13],
     };
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider.kx_groups = groups;
+    // Under FIPS the default groups are the approved ones; a variant's own list is filtered too.
+    provider.kx_groups = groups.into_iter().filter(|g| !FIPS || g.fips()).collect();
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)?
         .with_client_cert_verifier(verifier)
@@ -148,6 +164,11 @@ fn build_one(
             });
         }
         SessionResumption::Off => config.send_tls13_tickets = 0,
+    }
+    if FIPS && !config.fips() {
+        return Err(rustls::Error::General(
+            "a FIPS build made a TLS configuration that is not FIPS-approved (is the FIPS module active?)".into(),
+        ));
     }
     Ok(Arc::new(config))
 }

@@ -43,6 +43,7 @@ fn shipped_example_config_checks_clean() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("trusted CA: CN=origin-pull.cloudflare.net"), "{text}");
+    assert!(text.contains("FIPS: off (build with --features fips"), "{text}");
     assert!(
         text.contains(
             "9A:1A:C2:B4:BE:15:F9:F2:7E:EE:20:A7:34:CB:A4:E9:89:8F:61:00:1B:3B:D7:C8:4B:69:B5:6A:3E:25:A2:B9"
