@@ -386,6 +386,12 @@ pub struct LoadtestArgs {
     /// secp256r1, secp384r1 (default: x25519; with --post-quantum, rustls' default order).
     #[arg(long, value_delimiter = ',', value_parser = crate::loadgen::parse_group)]
     pub groups: Option<Vec<rustls::NamedGroup>>,
+    /// A ClientHello shaped like Cloudflare's default towards origins (zone setting
+    /// origin_post_quantum_encryption = supported): an X25519 key share, X25519MLKEM768 only
+    /// advertised; the same as --groups x25519,x25519mlkem768. Against tls.key_exchange =
+    /// "hybrid-preferred" every handshake takes a HelloRetryRequest.
+    #[arg(long, conflicts_with_all = ["groups", "post_quantum"])]
+    pub cloudflare_hello: bool,
     /// Exit 1 when more than this fraction of connections (or keep-alive connections) failed;
     /// 0 (the default) fails the run on any failure.
     #[arg(long, default_value_t = 0.0)]

@@ -83,7 +83,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 progress: !args.quiet,
                 rate: args.rate,
                 tls_versions: args.tls_version,
-                groups: args.groups,
+                groups: match args.cloudflare_hello {
+                    true => Some(vec![rustls::NamedGroup::X25519, rustls::NamedGroup::X25519MLKEM768]),
+                    false => args.groups,
+                },
                 keep_alive: args.keep_alive,
                 warmup: args.warmup,
                 server_pids: args.server_pid,

@@ -255,3 +255,51 @@ async fn pki_makes_ml_dsa_cas_and_clients_that_the_proxy_accepts() {
     assert_eq!(status, 200);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn loadtest_presents_an_ml_dsa_certificate_with_a_cloudflare_shaped_hello() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let ml_dsa = fx
+        .client_ca
+        .leaf_alg(Leaf::client("mldsa-load"), &rcgen::PKCS_ML_DSA_44);
+    fx.write("mldsa-load.pem", &ml_dsa.pem);
+    fx.write("mldsa-load.key", &ml_dsa.key_pem);
+    let mut config = fx.config(&backend.url());
+    config.admin = Some(originguard::config::AdminConfig {
+        address: "127.0.0.1:0".parse().expect("addr"),
+    });
+    let proxy = spawn_proxy(config).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_originguard"))
+        .args([
+            "loadtest",
+            "--target",
+            &format!("https://localhost:{}/", proxy.addr.port()),
+        ])
+        .args([
+            "--ca",
+            fx.write("server-ca.pem", &fx.server_ca.pem).to_str().expect("utf-8"),
+        ])
+        .args(["--cert", fx.path("mldsa-load.pem").to_str().expect("utf-8")])
+        .args(["--key", fx.path("mldsa-load.key").to_str().expect("utf-8")])
+        .args(["--handshakes", "5", "--cloudflare-hello", "--quiet", "--json"])
+        .output()
+        .await
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(report["successes"], 5, "{report}");
+    // hybrid-preferred (the default) asked each X25519-share hello for the hybrid.
+    assert_eq!(
+        proxy
+            .metric("originguard_tls_negotiated_total{version=\"1.3\",group=\"X25519MLKEM768\"}")
+            .await,
+        5.0
+    );
+    assert!(backend.last().headers["x-forwarded-client-cert"]
+        .to_str()
+        .expect("ascii")
+        .contains("CN=mldsa-load"));
+    proxy.stop().await;
+}
