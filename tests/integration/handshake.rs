@@ -1,6 +1,8 @@
 //! Who gets in: every accept and reject case of the client-certificate policy, over real
 //! handshakes, with the alert the client reads and nothing reaching the backend.
 
+use std::sync::Arc;
+
 use rustls::pki_types::UnixTime;
 use rustls::AlertDescription;
 use time::{Duration, OffsetDateTime};
@@ -249,10 +251,74 @@ async fn trusts_several_cas_at_once_for_rotation() {
 
 #[tokio::test]
 async fn certificate_request_names_the_trusted_cas() {
-    // The embedded Cloudflare CA alone: a client from our CA is refused as unknown.
+    /// Presents the fixture's client certificate and records the CA names (RFC 8446 §4.2.4
+    /// `certificate_authorities`) that the server's CertificateRequest carried.
+    #[derive(Debug)]
+    struct RecordHints {
+        key: Arc<rustls::sign::CertifiedKey>,
+        seen: std::sync::Mutex<Vec<String>>,
+    }
+    impl rustls::client::ResolvesClientCert for RecordHints {
+        fn resolve(&self, hints: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            use x509_parser::prelude::FromDer;
+            let names = hints
+                .iter()
+                .map(|der| match x509_parser::x509::X509Name::from_der(der) {
+                    Ok(([], name)) => name.to_string(),
+                    _ => format!("unparsable name {der:02x?}"),
+                });
+            self.seen.lock().expect("lock").extend(names);
+            Some(self.key.clone())
+        }
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+    async fn hints(fx: &Fixture, trust: Vec<originguard::config::TrustSource>) -> Vec<String> {
+        let backend = Backend::tcp().await;
+        let mut config = fx.config(&backend.url());
+        config.client_auth.trust = trust;
+        let proxy = spawn_proxy(config).await;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = provider
+            .key_provider
+            .load_private_key(fx.client.key())
+            .expect("client key");
+        let recorder = Arc::new(RecordHints {
+            key: Arc::new(rustls::sign::CertifiedKey::new(fx.client.chain.clone(), key)),
+            seen: std::sync::Mutex::new(Vec::new()),
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(fx.server_ca.der.clone()).expect("server CA");
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_client_cert_resolver(recorder.clone());
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let _ = refusal(proxy.addr, Arc::new(client)).await;
+        proxy.stop().await;
+        let seen = recorder.seen.lock().expect("lock").clone();
+        seen
+    }
+    use originguard::config::TrustSource;
     let fx = Fixture::new();
-    let cloudflare_only =
-        |c: &mut originguard::config::Config| c.client_auth.trust = vec![originguard::config::TrustSource::Cloudflare];
+    // Our CA alone: exactly its name, so a client with several certificates picks the right one.
+    assert_eq!(
+        hints(&fx, vec![TrustSource::File(fx.path("client-ca.pem"))]).await,
+        ["CN=test client CA"]
+    );
+    // The embedded Cloudflare CA plus ours: both names, in order.
+    let both = hints(
+        &fx,
+        vec![TrustSource::Cloudflare, TrustSource::File(fx.path("client-ca.pem"))],
+    )
+    .await;
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert!(both[0].contains("CN=origin-pull.cloudflare.net"), "{both:?}");
+    assert_eq!(both[1], "CN=test client CA");
+    // And a client from our CA is refused as unknown when only Cloudflare's CA is trusted.
+    let cloudflare_only = |c: &mut originguard::config::Config| c.client_auth.trust = vec![TrustSource::Cloudflare];
     assert_eq!(
         outcome(&fx, Some(&fx.client), cloudflare_only).await,
         Some(AlertDescription::UnknownCA)

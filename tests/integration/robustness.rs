@@ -14,15 +14,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
-/// A port nothing listens on right now (for a backend that starts later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1-3: floods, non-TLS traffic, churn.
 
@@ -423,16 +414,18 @@ async fn h2_raw_request_with_body(
 #[tokio::test]
 async fn a_backend_down_at_start_gets_502_then_200_once_it_is_up() {
     let fx = Fixture::new();
-    let port = free_port();
+    // A port held by this test but not listening: connections are refused until listen(), and no
+    // parallel test can take the port in between.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let port = socket.local_addr().expect("addr").port();
     let proxy = spawn_proxy(fx.config(&format!("http://127.0.0.1:{port}"))).await;
     let config = fx.client_config(Some(&fx.client));
     for _ in 0..2 {
         let (status, _, _) = request(proxy.addr, config.clone(), get("/")).await;
         assert_eq!(status, 502);
     }
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("rebind the backend port");
+    let listener = socket.listen(64).expect("listen on the held port");
     let up = tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {

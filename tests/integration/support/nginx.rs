@@ -52,7 +52,7 @@ impl Nginx {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start nginx");
-        let nginx = Nginx {
+        let mut nginx = Nginx {
             child,
             dir: dir.to_path_buf(),
         };
@@ -62,7 +62,11 @@ impl Nginx {
                 Ready::Socket(socket) => socket.exists(),
                 Ready::Tcp(addr) => std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
             };
-            if up {
+            // An nginx that could not bind exits: what answered is then not ours.
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                panic!("nginx exited ({status}): {}", nginx.error_log());
+            }
+            if up && dir.join("nginx.pid").exists() {
                 return nginx;
             }
             assert!(Instant::now() < deadline, "nginx did not start: {}", nginx.error_log());
@@ -75,8 +79,8 @@ impl Nginx {
     }
 }
 
-/// A loopback port free right now (nginx binds it next; another process could take it in
-/// between, which the start-up wait would then report).
+/// A loopback port free right now, for nginx to bind (it cannot be handed a bound socket).
+/// Should another test take it in between, nginx exits and `start` says so.
 pub fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
