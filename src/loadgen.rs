@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::Request;
@@ -57,8 +57,8 @@ pub struct Options {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub connections: usize,
-    pub duration: Duration,
-    pub handshakes: Option<u64>,
+    /// When the run ends.
+    pub stop: Stop,
     pub resume: bool,
     pub requests_per_connection: u32,
     pub path: String,
@@ -99,8 +99,7 @@ impl Options {
             cert,
             key,
             connections: 1,
-            duration: Duration::from_secs(10),
-            handshakes: None,
+            stop: Stop::After(Duration::from_secs(10)),
             resume: false,
             requests_per_connection: 1,
             path: "/".into(),
@@ -114,6 +113,67 @@ impl Options {
             warmup: Duration::from_secs(1),
             server_pids: Vec::new(),
         }
+    }
+}
+
+/// When a run ends (`--duration` or `--handshakes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// After this long (`--hold` and `--keep-alive` runs: the measured window).
+    After(Duration),
+    /// After this many connections have been started, however long that takes (each
+    /// connection is bounded by its own timeout).
+    Connections(u64),
+}
+
+impl Stop {
+    fn duration(self) -> Option<Duration> {
+        match self {
+            Stop::After(d) => Some(d),
+            Stop::Connections(_) => None,
+        }
+    }
+
+    fn count(self) -> Option<u64> {
+        match self {
+            Stop::After(_) => None,
+            Stop::Connections(n) => Some(n),
+        }
+    }
+}
+
+impl TryFrom<crate::cli::LoadtestArgs> for Options {
+    type Error = anyhow::Error;
+
+    fn try_from(args: crate::cli::LoadtestArgs) -> anyhow::Result<Options> {
+        let (target, url_host, url_path) = parse_target(&args.target).map_err(anyhow::Error::msg)?;
+        Ok(Options {
+            target,
+            server_name: args.server_name.or(url_host),
+            ca: args.ca,
+            cert: args.cert,
+            key: args.key,
+            connections: args.connections,
+            stop: match args.handshakes {
+                Some(n) => Stop::Connections(n),
+                None => Stop::After(args.duration),
+            },
+            resume: args.resume,
+            requests_per_connection: args.requests_per_connection,
+            path: url_path.unwrap_or(args.path),
+            post_quantum: args.post_quantum,
+            hold: args.hold,
+            progress: !args.quiet,
+            rate: args.rate,
+            tls_versions: args.tls_version,
+            groups: match args.cloudflare_hello {
+                true => Some(vec![rustls::NamedGroup::X25519, rustls::NamedGroup::X25519MLKEM768]),
+                false => args.groups,
+            },
+            keep_alive: args.keep_alive,
+            warmup: args.warmup,
+            server_pids: args.server_pid,
+        })
     }
 }
 
@@ -257,7 +317,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         successes: AtomicU64::new(0),
         failures_seen: AtomicU64::new(0),
     });
-    let deadline = Instant::now() + options.duration;
+    if options.hold && options.stop.duration().is_none() {
+        bail!("--hold runs for a duration, not a number of handshakes");
+    }
+    let deadline = options.stop.duration().map(|d| Instant::now() + d);
     let cpu_before = process_cpu_us();
     let started = Instant::now();
 
@@ -293,7 +356,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         let mut tasks = Vec::new();
         for i in 0u32.. {
             let intended = started + interval * i;
-            if intended >= deadline || options.handshakes.is_some_and(|n| u64::from(i) >= n) {
+            if deadline.is_some_and(|d| intended >= d) || options.stop.count().is_some_and(|n| u64::from(i) >= n) {
                 break;
             }
             tokio::time::sleep_until(intended.into()).await;
@@ -372,8 +435,12 @@ async fn run_keep_alive(
             successes: AtomicU64::new(0),
             failures_seen: AtomicU64::new(0),
         }),
-        deadline: started + CONNECTION_TIMEOUT,
+        deadline: Some(started + CONNECTION_TIMEOUT),
     };
+    let window = options
+        .stop
+        .duration()
+        .context("--keep-alive measures a window of time, not a number of handshakes")?;
     let warm = Arc::new(warm);
     let stats = WorkerStats::new();
     let mut handshakes = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
@@ -484,7 +551,7 @@ async fn run_keep_alive(
     let requests_before = count.load(Ordering::Relaxed);
     let window_start = Instant::now();
     measuring.store(true, Ordering::Relaxed);
-    tokio::time::sleep(options.duration).await;
+    tokio::time::sleep(window).await;
     measuring.store(false, Ordering::Relaxed);
     let seconds = window_start.elapsed().as_secs_f64();
     let requests = count.load(Ordering::Relaxed) - requests_before;
@@ -608,7 +675,8 @@ struct Worker {
     connector: TlsConnector,
     options: Options,
     shared: Arc<Shared>,
-    deadline: Instant,
+    /// `None`: a count-bounded run.
+    deadline: Option<Instant>,
 }
 
 struct WorkerStats {
@@ -665,10 +733,10 @@ impl Worker {
     async fn run(self) -> WorkerStats {
         let mut stats = WorkerStats::new();
         loop {
-            if Instant::now() >= self.deadline {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            if let Some(limit) = self.options.handshakes {
+            if let Some(limit) = self.options.stop.count() {
                 if self.shared.attempts.fetch_add(1, Ordering::Relaxed) >= limit {
                     break;
                 }
@@ -684,7 +752,9 @@ impl Worker {
                         stats.requests += u64::from(self.options.requests_per_connection);
                         let _ = stats.latency.record(outcome.handshake_us.max(1));
                         self.shared.successes.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep_until(self.deadline.into()).await;
+                        if let Some(deadline) = self.deadline {
+                            tokio::time::sleep_until(deadline.into()).await;
+                        }
                         drop(held);
                     }
                     Ok(Err(reason)) => *stats.failures.entry(reason).or_default() += 1,

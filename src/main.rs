@@ -59,38 +59,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo { listen } => runtime()?.block_on(demo::run(listen)),
         Command::Loadtest(args) => {
-            let duration = args.duration;
-            let (target, url_host, url_path) = loadgen::parse_target(&args.target).map_err(anyhow::Error::msg)?;
-            let json = args.json;
-            let options = loadgen::Options {
-                target,
-                server_name: args.server_name.or(url_host),
-                ca: args.ca,
-                cert: args.cert,
-                key: args.key,
-                connections: args.connections,
-                duration: match args.handshakes {
-                    // A count-bounded run still stops eventually.
-                    Some(_) => std::time::Duration::from_secs(24 * 3600),
-                    None => duration,
-                },
-                handshakes: args.handshakes,
-                resume: args.resume,
-                requests_per_connection: args.requests_per_connection,
-                path: url_path.unwrap_or(args.path),
-                post_quantum: args.post_quantum,
-                hold: args.hold,
-                progress: !args.quiet,
-                rate: args.rate,
-                tls_versions: args.tls_version,
-                groups: match args.cloudflare_hello {
-                    true => Some(vec![rustls::NamedGroup::X25519, rustls::NamedGroup::X25519MLKEM768]),
-                    false => args.groups,
-                },
-                keep_alive: args.keep_alive,
-                warmup: args.warmup,
-                server_pids: args.server_pid,
-            };
+            let (json, max_failure_rate) = (args.json, args.max_failure_rate);
+            let options = loadgen::Options::try_from(args)?;
             let report = runtime()?.block_on(loadgen::run(options))?;
             match json {
                 true => println!("{}", serde_json::to_string(&report)?),
@@ -98,10 +68,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             let failed: u64 = report.failures.values().sum();
             let tried = report.attempts.max(1);
-            if failed as f64 / tried as f64 > args.max_failure_rate {
+            if failed as f64 / tried as f64 > max_failure_rate {
                 anyhow::bail!(
-                    "{failed} of {tried} connections failed (more than --max-failure-rate {})",
-                    args.max_failure_rate
+                    "{failed} of {tried} connections failed (more than --max-failure-rate {max_failure_rate})"
                 );
             }
             Ok(())

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use originguard::loadgen::{self, Options};
+use originguard::loadgen::{self, Options, Stop};
 
 use crate::support::*;
 
@@ -12,8 +12,7 @@ fn options(fx: &Fixture, addr: std::net::SocketAddr, cert: &str, key: &str) -> O
         server_name: Some("localhost".into()),
         ca: Some(fx.path("server-ca.pem")),
         connections: 2,
-        duration: Duration::from_secs(30),
-        handshakes: Some(20),
+        stop: Stop::Connections(20),
         ..Options::new(addr.to_string(), fx.path(cert), fx.path(key))
     }
 }
@@ -134,9 +133,8 @@ async fn hold_keeps_connections_open_until_the_end() {
     let proxy = spawn_proxy(config).await;
     let mut hold = options(&fx, proxy.addr, "good.pem", "good.key");
     hold.hold = true;
-    hold.handshakes = None;
     hold.connections = 5;
-    hold.duration = Duration::from_millis(1500);
+    hold.stop = Stop::After(Duration::from_millis(1500));
     let run = tokio::spawn(loadgen::run(hold));
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(proxy.metric("originguard_connections_open").await, 5.0);

@@ -139,8 +139,7 @@ async fn churn_of_20000_handshakes_leaks_no_memory_descriptors_or_tasks() {
     let run = |cert: &str, key: &str, n: u64| originguard::loadgen::Options {
         server_name: Some("localhost".into()),
         connections: 4,
-        duration: Duration::from_secs(300),
-        handshakes: Some(n),
+        stop: originguard::loadgen::Stop::Connections(n),
         ..originguard::loadgen::Options::new(served.addr.to_string(), fx.path(cert), fx.path(key))
     };
     // Warm up allocator, pools and caches before taking the baseline.
