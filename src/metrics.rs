@@ -8,7 +8,7 @@
 //! | `originguard_connections_open` | gauge | |
 //! | `originguard_requests_total` | counter | `code` |
 //! | `originguard_request_duration_seconds` | histogram | |
-//! | `originguard_upstream_errors_total` | counter | `kind`: `connect`, `tls`, `reset`, `timeout`, `bad_request`, `misdirected`, `unsupported` |
+//! | `originguard_upstream_errors_total` | counter | `kind`: `connect`, `tls`, `reset`, `timeout` (the upstream's failures; a client's mistakes show in `requests_total{code}`) |
 //! | `originguard_reloads_total` | counter | `result`: `ok`, `error` |
 //! | `originguard_certificate_not_after_seconds` | gauge | `role`: `server`, `client_ca`; `subject`; `sha256` (lowercase hex of the DER) |
 //! | `originguard_build_info` | gauge (1) | `version` |

@@ -17,8 +17,14 @@
 //!   `reject` (400). In trailers `reject` drops, since the response has begun;
 //! - a `Trailer` header loses the tokens that name any of the above.
 //!
+//! The forwarding rules proper live here too, as pure functions: hop-by-hop removal (RFC 9110
+//! §7.6.1), `x-forwarded-for` / `forwarded` (RFC 7239) appending, and the request-smuggling
+//! framing guard (RFC 9112 §6.3).
+//!
 //! HTTP header names reach us lowercase (hyper and the `http` crate normalise them), so only a
 //! name containing `_` can be another spelling of a protected one.
+
+use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -172,6 +178,106 @@ impl HeaderRules {
     }
 }
 
+/// Request smuggling guard (RFC 9112 §6.3): hyper decodes `Transfer-Encoding: chunked` and
+/// ignores a Content-Length next to it, but a backend might not; and a coding other than chunked
+/// cannot be forwarded faithfully once the proxy has decoded the chunks. Such requests are
+/// refused rather than rewritten.
+///
+/// hyper drops a Content-Length that comes with Transfer-Encoding before the request reaches
+/// us, so `saw_content_length` reports what the connection's reader saw in the raw head.
+pub(crate) fn ambiguous_framing(headers: &HeaderMap, saw_content_length: bool) -> bool {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    match codings.next() {
+        None => false,
+        Some(first) => {
+            codings.next().is_some()
+                || !first.as_bytes().eq_ignore_ascii_case(b"chunked")
+                || headers.contains_key(header::CONTENT_LENGTH)
+                || saw_content_length
+        }
+    }
+}
+
+/// Removes RFC 9110 §7.6.1 connection-specific fields (plus Proxy-Authenticate/-Authorization)
+/// and those `Connection` names. `te: trailers` survives (gRPC needs it end to end), other TE
+/// values do not; `Trailer` is end-to-end in RFC 9110 and is kept so trailers pass through.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    const HOP_BY_HOP: [&HeaderName; 8] = [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ];
+    // Most messages carry none of them: one pass over the names present, no hashing.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// `x-forwarded-for`: the incoming values (all of them, in order) + `, ` + the peer IP.
+pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
+        return;
+    }
+    let mut value = Vec::new();
+    for existing in headers.get_all(&X_FORWARDED_FOR) {
+        value.extend_from_slice(existing.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(peer.as_bytes());
+    // Joined valid values stay valid; should that ever fail, the peer alone is still true.
+    let value = HeaderValue::from_bytes(&value).unwrap_or_else(|_| peer.clone());
+    headers.insert(X_FORWARDED_FOR.clone(), value);
+}
+
+/// `forwarded` (RFC 7239), when the client sent one: our element is appended, as for
+/// `x-forwarded-for`, so the last element is always the one the proxy vouches for.
+pub(crate) fn append_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: &HeaderValue) {
+    let mut value = Vec::new();
+    for existing in headers.get_all(header::FORWARDED) {
+        value.extend_from_slice(existing.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    let element = match peer {
+        IpAddr::V4(v4) => format!("for={v4};proto=https;host=\""),
+        IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto=https;host=\""),
+    };
+    value.extend_from_slice(element.as_bytes());
+    // A validated host has no quote or backslash to escape.
+    value.extend_from_slice(host.as_bytes());
+    value.push(b'"');
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
+        headers.insert(header::FORWARDED, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +361,30 @@ mod tests {
         assert!(same_name(b"X_Forwarded-CLIENT_cert", b"x-forwarded-client-cert"));
         assert!(!same_name(b"x-forwarded-client-certs", b"x-forwarded-client-cert"));
         assert!(!same_name(b"x.forwarded.client.cert", b"x-forwarded-client-cert"));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[header::HOST], "a");
+        assert_eq!(h[header::TE], "trailers");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer_to_every_incoming_value() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
+        append_forwarded_for(&mut h, &HeaderValue::from_static("::1"));
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, ::1");
     }
 }

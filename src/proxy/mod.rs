@@ -21,6 +21,7 @@
 //! peer's remaining bytes drained briefly before closing; closing with unread data would make
 //! the kernel send a reset that overtakes the alert.
 
+mod access_log;
 pub mod activity;
 pub mod authority;
 pub mod error;
@@ -52,6 +53,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, HeadersConfig, ListenerConfig};
+
+/// The body type of every response the proxy sends (and of every upstream request).
+pub type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 use crate::metrics::Metrics;
 use crate::net;
 use crate::tls::verify::with_handshake_notes;

@@ -1,7 +1,9 @@
-//! Upgraded connections (WebSocket): bytes both ways until either side closes, nothing has
-//! moved in either direction for `listener.idle_timeout`, or what ends the connection it came
-//! from ends it too (`proxy::Lifetime`: maximum age, certificate expiry, the drain's end, a
-//! reload that refuses the client).
+//! Tunnels (WebSocket): which requests ask for one, how the upstream request is made (an HTTP/2
+//! WebSocket, RFC 8441, becomes an RFC 6455 HTTP/1.1 upgrade), and the upgraded connection
+//! itself: bytes both ways until either side closes, nothing has moved in either direction for
+//! `listener.idle_timeout`, or what ends the connection it came from ends it too
+//! (`proxy::Lifetime`: maximum age, certificate expiry, the drain's end, a reload that refuses
+//! the client).
 
 use std::io;
 use std::pin::Pin;
@@ -11,7 +13,135 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use std::future::Future;
+
+use base64::Engine;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tracing::debug;
+
+use super::error::ProxyError;
+use super::forward::Connection;
+use super::headers::remove_hop_by_hop;
+use super::ProxyBody;
+
+static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+static SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
+static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+
+/// How a request asks to leave HTTP: an HTTP/1.1 `Upgrade`, or an HTTP/2 extended CONNECT
+/// (RFC 8441) for a WebSocket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tunnel {
+    Upgrade,
+    H2WebSocket,
+}
+
+/// The tunnel a request asks for, if any. `upstream_http1`: the upstream speaks HTTP/1.1, which
+/// an HTTP/2 WebSocket needs (it is translated to an HTTP/1.1 upgrade).
+pub(crate) fn kind<B>(request: &Request<B>, upstream_http1: bool) -> Result<Option<Tunnel>, ProxyError> {
+    if request.method() == Method::CONNECT {
+        let protocol = request.extensions().get::<hyper::ext::Protocol>();
+        return match protocol {
+            // A plain CONNECT (a forward-proxy tunnel) is not something an origin guard offers.
+            None => Err(ProxyError::UnsupportedProtocol),
+            Some(p) if p.as_str().eq_ignore_ascii_case("websocket") && upstream_http1 => Ok(Some(Tunnel::H2WebSocket)),
+            Some(_) => Err(ProxyError::UnsupportedProtocol),
+        };
+    }
+    Ok(is_upgrade(request.headers()).then_some(Tunnel::Upgrade))
+}
+
+/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Makes a tunnel's upstream request from the client's (already sanitized): hop-by-hop headers
+/// go, except the upgrade itself — the one hop-by-hop exchange forwarded as such. An HTTP/2
+/// WebSocket becomes the RFC 6455 handshake: a GET with a fresh key and no body (the HTTP/2
+/// stream carries the frames once both sides switched).
+pub(crate) fn upstream_request(
+    kind: Tunnel,
+    parts: &mut http::request::Parts,
+    body: ProxyBody,
+) -> Result<ProxyBody, ProxyError> {
+    let headers = &mut parts.headers;
+    let protocol = match kind {
+        Tunnel::Upgrade => headers.get(header::UPGRADE).cloned(),
+        Tunnel::H2WebSocket => Some(HeaderValue::from_static("websocket")),
+    };
+    remove_hop_by_hop(headers);
+    if let Some(protocol) = protocol {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    match kind {
+        Tunnel::Upgrade => Ok(body),
+        Tunnel::H2WebSocket => {
+            parts.method = Method::GET;
+            let mut key = [0u8; 16];
+            aws_lc_rs::rand::fill(&mut key).map_err(|_| ProxyError::Internal("the random number generator failed"))?;
+            let key = base64::engine::general_purpose::STANDARD.encode(key);
+            headers.insert(
+                SEC_WEBSOCKET_KEY.clone(),
+                HeaderValue::from_str(&key).expect("base64 is a valid header value"),
+            );
+            headers
+                .entry(SEC_WEBSOCKET_VERSION.clone())
+                .or_insert(HeaderValue::from_static("13"));
+            Ok(http_body_util::Empty::new().map_err(|never| match never {}).boxed())
+        }
+    }
+}
+
+/// The upstream switched protocols (101): pipes the two upgraded ends together in a task the
+/// drain waits for (holding the connection's permit and counted as open), and makes the
+/// client's answer — a 101 with the upgrade, or for an HTTP/2 WebSocket a 200 (RFC 8441 §5).
+pub(crate) fn accept(kind: Tunnel, client: OnUpgrade, response: &mut Response<Incoming>, conn: &Connection) {
+    let upstream = hyper::upgrade::on(&mut *response);
+    let peer = conn.peer;
+    let open = conn.metrics.connection_open();
+    let permit = conn.permit.clone();
+    let idle = conn.proxy.listener.idle_timeout;
+    let lifetime = conn.lifetime.clone();
+    conn.tracker.spawn(async move {
+        let (_open, _permit) = (open, permit);
+        match tokio::try_join!(client, upstream) {
+            Ok((client, upstream)) => {
+                let ended = pipe(TokioIo::new(client), TokioIo::new(upstream), idle, lifetime.ended()).await;
+                debug!(%peer, ?ended, "upgraded connection ended");
+            }
+            Err(error) => debug!(%peer, %error, "upgrade failed"),
+        }
+    });
+    let upgrade = response.headers().get(header::UPGRADE).cloned();
+    remove_hop_by_hop(response.headers_mut());
+    match kind {
+        Tunnel::Upgrade => {
+            if let Some(protocol) = upgrade {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                response.headers_mut().insert(header::UPGRADE, protocol);
+            }
+        }
+        Tunnel::H2WebSocket => {
+            *response.status_mut() = StatusCode::OK;
+            response.headers_mut().remove(&SEC_WEBSOCKET_ACCEPT);
+        }
+    }
+}
 
 /// How a tunnel ended.
 #[derive(Debug)]

@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpStream, UnixStream};
 
-use super::forward::ProxyBody;
+use super::ProxyBody;
 use crate::config::{ConfigError, UpstreamConfig, UpstreamProtocol, UpstreamTarget, UpstreamTls};
 use crate::tls::load;
 
