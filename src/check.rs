@@ -367,6 +367,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(
+        feature = "fips",
+        ignore = "relies on the default trust = [\"cloudflare\"], which a FIPS build refuses"
+    )]
     fn embedded_cloudflare_ranges_are_warned_about_once_stale() {
         let text = "[listener]\nallow_peers = [\"cloudflare\"]\n[tls]\ncertificate = \"s\"\nprivate_key = \"k\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
         let config = Config::from_toml(std::path::Path::new("t.toml"), text).expect("valid");

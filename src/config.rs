@@ -1321,6 +1321,10 @@ mod tests {
     "#;
 
     #[test]
+    #[cfg_attr(
+        feature = "fips",
+        ignore = "relies on the default trust = [\"cloudflare\"], which a FIPS build refuses"
+    )]
     fn minimal_config_gets_documented_defaults() {
         let c = Config::from_toml(Path::new("t.toml"), MINIMAL).expect("valid");
         assert_eq!(c.listener.address, "0.0.0.0:8443".parse().expect("addr"));
@@ -1333,6 +1337,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        feature = "fips",
+        ignore = "relies on the default trust = [\"cloudflare\"], which a FIPS build refuses"
+    )]
     fn errors_name_file_and_key() {
         let text = MINIMAL.replace("[upstream]", "[upstream]\nconnect_timeout = \"5 parsecs\"");
         let e = Config::from_toml(Path::new("/etc/og.toml"), &text).expect_err("invalid");
@@ -1387,6 +1395,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        feature = "fips",
+        ignore = "relies on the default trust = [\"cloudflare\"], which a FIPS build refuses"
+    )]
     fn upstream_tls_keys() {
         let https = MINIMAL.replace(
             "[upstream]",
@@ -1447,6 +1459,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        feature = "fips",
+        ignore = "relies on the default trust = [\"cloudflare\"], which a FIPS build refuses"
+    )]
     fn depth_and_trust_are_checked() {
         let text = format!("{MINIMAL}\n[client_auth]\nverify_depth = 0");
         assert_eq!(
