@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{self, Live, Proxy};
 use crate::reload::Reloader;
 use crate::tls::PolicySet;
-use crate::{admin, check, signal};
+use crate::{admin, audit, signal};
 
 /// Loads the config and builds the policies and upstream clients: every file read and checked,
 /// as `serve` needs it.
@@ -137,7 +137,7 @@ async fn warn_daily_about_expiry(live: Arc<Live>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         let proxy = live.current.load_full();
-        for warning in check::warnings(&proxy.policies, OffsetDateTime::now_utc()) {
+        for warning in audit::warnings(&proxy.policies, OffsetDateTime::now_utc()) {
             warn!("{warning}");
         }
     }
@@ -146,7 +146,7 @@ async fn warn_daily_about_expiry(live: Arc<Live>, stop: CancellationToken) {
 fn log_policies(config: &Config, policies: &PolicySet) {
     for policy in policies.all() {
         for ca in &policy.cas {
-            let s = check::CertSummary::of(&ca.der);
+            let s = audit::CertSummary::of(&ca.der);
             info!(policy = %policy.name, subject = %s.subject, sha256 = %s.sha256, key = %s.key, source = %ca.source, "trusting client CA");
         }
         info!(
@@ -170,9 +170,9 @@ fn log_policies(config: &Config, policies: &PolicySet) {
         );
     }
     let now = OffsetDateTime::now_utc();
-    for warning in check::config_warnings(config, now)
+    for warning in audit::config_warnings(config, now)
         .into_iter()
-        .chain(check::warnings(policies, now))
+        .chain(audit::warnings(policies, now))
     {
         warn!("{warning}");
     }

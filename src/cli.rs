@@ -110,7 +110,7 @@ pub enum PkiCommand {
         out: PathBuf,
         /// Key algorithm of the CA.
         #[arg(long, value_enum, default_value = "rsa4096")]
-        key_type: crate::pki::KeyType,
+        key_type: crate::tools::pki::KeyType,
         /// The CA's common name (CN).
         #[arg(long, default_value = "originguard origin-pull CA")]
         common_name: String,
@@ -131,7 +131,7 @@ pub enum PkiCommand {
         out: PathBuf,
         /// Key algorithm of the client certificate.
         #[arg(long, value_enum, default_value = "p256")]
-        key_type: crate::pki::KeyType,
+        key_type: crate::tools::pki::KeyType,
         /// The client certificate's common name (CN).
         #[arg(long, default_value = "cloudflare-origin-pull")]
         common_name: String,
@@ -156,7 +156,7 @@ pub enum CloudflareCommand {
         #[arg(long)]
         json: bool,
         /// API base URL.
-        #[arg(long, default_value = crate::cloudflare::api::DEFAULT_BASE)]
+        #[arg(long, default_value = crate::tools::cloudflare::api::DEFAULT_BASE)]
         api_base: String,
     },
     /// Post-quantum key agreement between Cloudflare and the origin (the zone's
@@ -247,7 +247,7 @@ pub enum PqCommand {
     Set {
         /// supported | preferred | off
         #[arg(value_enum)]
-        value: crate::cloudflare::PqSetting,
+        value: crate::tools::cloudflare::PqSetting,
         #[command(flatten)]
         api: ApiArgs,
         #[command(flatten)]
@@ -261,7 +261,7 @@ pub struct ApiArgs {
     #[arg(long)]
     pub zone: String,
     /// API base URL (for tests and proxies). The token comes from CLOUDFLARE_API_TOKEN.
-    #[arg(long, default_value = crate::cloudflare::api::DEFAULT_BASE)]
+    #[arg(long, default_value = crate::tools::cloudflare::api::DEFAULT_BASE)]
     pub api_base: String,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -381,10 +381,10 @@ pub struct LoadtestArgs {
     pub rate: Option<f64>,
     /// TLS versions to offer.
     #[arg(long, value_enum, default_value = "both")]
-    pub tls_version: crate::loadgen::TlsVersions,
+    pub tls_version: crate::tools::loadgen::TlsVersions,
     /// Key-exchange groups to offer, in order, comma-separated: x25519, x25519mlkem768,
     /// secp256r1, secp384r1 (default: x25519; with --post-quantum, rustls' default order).
-    #[arg(long, value_delimiter = ',', value_parser = crate::loadgen::parse_group)]
+    #[arg(long, value_delimiter = ',', value_parser = crate::tools::loadgen::parse_group)]
     pub groups: Option<Vec<rustls::NamedGroup>>,
     /// A ClientHello shaped like Cloudflare's default towards origins (zone setting
     /// origin_post_quantum_encryption = supported): an X25519 key share, X25519MLKEM768 only

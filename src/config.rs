@@ -76,7 +76,7 @@ pub struct ListenerConfig {
     pub max_header_bytes: usize,
     pub http2: bool,
     /// Source-address gate; empty = any peer.
-    pub allow_peers: Vec<crate::net::IpNet>,
+    pub allow_peers: Vec<crate::peers::IpNet>,
     /// `allow_peers` includes the embedded Cloudflare ranges (warned about once they age).
     pub embedded_cloudflare_ranges: bool,
     /// The `file:` entries of `allow_peers` (watched for changes).
@@ -84,7 +84,7 @@ pub struct ListenerConfig {
     /// `proxy_protocol = "required"`: every connection starts with a PROXY v1/v2 header.
     pub proxy_protocol: bool,
     /// Peers allowed to send it (empty = any).
-    pub proxy_protocol_from: Vec<crate::net::IpNet>,
+    pub proxy_protocol_from: Vec<crate::peers::IpNet>,
     /// Every connection is closed gracefully once this old.
     pub max_connection_age: Duration,
     /// Connections still in the TLS handshake; beyond it, accepting waits.
@@ -846,7 +846,7 @@ impl RawConfig {
                 .iter()
                 .enumerate()
                 .map(|(i, entry)| {
-                    crate::net::parse_peers(entry).map_err(|m| err(&format!("listener.allow_peers[{i}]"), m))
+                    crate::peers::parse_peers(entry).map_err(|m| err(&format!("listener.allow_peers[{i}]"), m))
                 })
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter()
@@ -879,7 +879,7 @@ impl RawConfig {
                 .iter()
                 .enumerate()
                 .map(|(i, entry)| {
-                    crate::net::parse_peers(entry).map_err(|m| err(&format!("listener.proxy_protocol_from[{i}]"), m))
+                    crate::peers::parse_peers(entry).map_err(|m| err(&format!("listener.proxy_protocol_from[{i}]"), m))
                 })
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter()

@@ -1,7 +1,7 @@
 //! originguard: the origin side of Cloudflare Authenticated Origin Pulls.
 //!
 //! ```text
-//!  client (Cloudflare) ──TCP──▶ proxy::serve ── net (allow_peers gate; proxy::proxy_protocol
+//!  client (Cloudflare) ──TCP──▶ proxy::serve ── peers (allow_peers gate; proxy::proxy_protocol
 //!                                   │              behind an L4 balancer), max_handshakes
 //!                                   ▼ ClientHello: SNI ──▶ tls::select (policy per [[hosts]]),
 //!                                   │                     tls::hello (key shares: key_exchange)
@@ -11,11 +11,14 @@
 //!                                   │                          the policy and the chain's life)
 //!                                   ▼ verified leaf ──▶ tls::identity (XFCC / RFC 9440 values)
 //!                          hyper (h1 / h2) ──▶ proxy::forward (proxy::authority: one host,
-//!                                   │                valid, 421 guard; framing guard;
-//!                                   │                proxy::headers: protected names in every
-//!                                   │                spelling; identity + X-Forwarded-*)
+//!                                   │                valid, 421 guard; proxy::headers: framing
+//!                                   │                guard, protected names in every spelling,
+//!                                   │                hop-by-hop, identity + X-Forwarded-*)
+//!                                   │             proxy::tunnel (WebSocket), proxy::error (the
+//!                                   │                one rescue point), proxy::access_log
 //!                                   ▼
-//!                          proxy::upstream (per policy; pooled; HTTP/1.1 or h2c; TCP or Unix)
+//!                          proxy::upstream (per policy; pooled; HTTP/1.1, h2c or HTTPS with
+//!                                   ALPN; TCP or Unix)
 //! ```
 //!
 //! A client without an acceptable certificate never completes the TLS handshake, so nothing
@@ -26,31 +29,32 @@
 //! every reload; `proxy::tunnel` bounds upgraded connections.
 //!
 //! Serving: [`config`] (TOML to validated config), [`tls`] (certificates, verifier, policy
-//! selection, identity, tickets, ClientHello key shares), [`proxy`] (accept loop and limits,
-//! PROXY protocol, activity and timeouts, host parsing, header rules, forwarding, tunnels,
-//! upstreams, the one error-to-status map), [`app`] (wiring, shutdown delay), [`reload`]
-//! (build-validate-swap), [`watch`] (reload on file changes), [`notify`] (systemd readiness),
-//! [`admin`] and [`metrics`] (endpoints and metric names), [`logging`], [`net`] (peer networks),
-//! [`signal`].
+//! selection, identity, tickets, ClientHello key shares, FIPS), [`proxy`] (accept loop and
+//! limits, PROXY protocol, activity and timeouts, host parsing, header rules, forwarding,
+//! tunnels, upstreams, the rescue point, the access log), [`app`] (wiring, shutdown delay),
+//! [`reload`] (build-validate-swap), [`watch`] (reload on file changes), [`notify`] (systemd
+//! readiness), [`admin`] and [`metrics`] (endpoints and metric names), [`audit`] (certificate
+//! summaries and the warnings `serve` logs and `check` prints), [`logging`], [`peers`] (the
+//! `allow_peers` gate: networks and Cloudflare's ranges), [`signal`].
 //!
-//! Tools around it: [`check`] (policy report and warnings), [`loadgen`] (`loadtest`),
-//! [`cloudflare`] (the API side of AOP), [`pki`], [`demo`], [`cli`].
+//! Around it: [`cli`] (the command line) and [`tools`]: `check` (the policy in words),
+//! `loadgen` (`loadtest`), `cloudflare` (the API side of AOP), `pki`, `demo`.
 
+// The serving path.
 pub mod admin;
 pub mod app;
-pub mod check;
-pub mod cli;
-pub mod cloudflare;
+pub mod audit;
 pub mod config;
-pub mod demo;
-pub mod loadgen;
 pub mod logging;
 pub mod metrics;
-pub mod net;
 pub mod notify;
-pub mod pki;
+pub mod peers;
 pub mod proxy;
 pub mod reload;
 pub mod signal;
 pub mod tls;
 pub mod watch;
+
+// The command line, and the tools around the proxy.
+pub mod cli;
+pub mod tools;

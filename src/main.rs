@@ -10,7 +10,8 @@ use originguard::cli::{
 };
 use originguard::config::ConfigError;
 use originguard::tls::load::LoadError;
-use originguard::{app, check, cloudflare, demo, loadgen, pki, signal};
+use originguard::tools::{check, cloudflare, demo, loadgen, pki};
+use originguard::{app, audit, signal};
 
 /// EX_CONFIG from sysexits.h.
 const EXIT_CONFIG: u8 = 78;
@@ -43,8 +44,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             let policies = &proxy.policies;
             print!("{}", check::describe(&config, policies));
             let now = time::OffsetDateTime::now_utc();
-            let mut warnings = check::config_warnings(&config, now);
-            warnings.extend(check::warnings(policies, now));
+            let mut warnings = audit::config_warnings(&config, now);
+            warnings.extend(audit::warnings(policies, now));
             if warnings.is_empty() {
                 println!("warnings: none");
             }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use crate::check;
+use crate::audit;
 use crate::config::{Config, ConfigError};
 use crate::proxy::{Live, Proxy};
 use crate::tls::PolicySet;
@@ -70,9 +70,9 @@ impl Reloader {
             warn!("reload: {change} cannot change while running; restart to apply it");
         }
         let now = OffsetDateTime::now_utc();
-        for warning in check::config_warnings(&config, now)
+        for warning in audit::config_warnings(&config, now)
             .into_iter()
-            .chain(check::warnings(&proxy.policies, now))
+            .chain(audit::warnings(&proxy.policies, now))
         {
             warn!("{warning}");
         }

@@ -57,7 +57,7 @@ use crate::config::{Config, HeadersConfig, ListenerConfig};
 /// The body type of every response the proxy sends (and of every upstream request).
 pub type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 use crate::metrics::Metrics;
-use crate::net;
+use crate::peers;
 use crate::tls::verify::with_handshake_notes;
 use crate::tls::{PolicySet, Reason};
 use activity::{Activity, Deadline, Watched};
@@ -243,12 +243,12 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
         let l = &proxy.listener;
         if l.proxy_protocol {
             // The TCP peer is the load balancer: only listed ones may speak for clients.
-            if !net::allowed(&l.proxy_protocol_from, peer.ip()) {
+            if !peers::allowed(&l.proxy_protocol_from, peer.ip()) {
                 live.metrics.proxy_protocol_refused();
                 debug!(%peer, "peer not in listener.proxy_protocol_from; closed");
                 continue;
             }
-        } else if !net::allowed(&l.allow_peers, peer.ip()) {
+        } else if !peers::allowed(&l.allow_peers, peer.ip()) {
             // Closed before any TLS work: the gate is there to make unwanted peers cheap.
             live.metrics.peer_refused();
             debug!(%peer, "peer not in listener.allow_peers; closed");
@@ -314,7 +314,7 @@ async fn connection(
                 return;
             }
         }
-        if !net::allowed(&proxy.listener.allow_peers, peer.ip()) {
+        if !peers::allowed(&proxy.listener.allow_peers, peer.ip()) {
             metrics.peer_refused();
             debug!(%peer, "client (from the PROXY header) not in listener.allow_peers; closed");
             return;

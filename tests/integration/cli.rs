@@ -163,7 +163,7 @@ fn pki_dev_writes_a_usable_pki() {
     let out = run(&["pki", "dev", "--out", out_dir.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("NOT for production"));
-    for file in originguard::pki::DEV_FILES {
+    for file in originguard::tools::pki::DEV_FILES {
         assert!(out_dir.join(file).is_file(), "{file} missing");
     }
     #[cfg(unix)]

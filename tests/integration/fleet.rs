@@ -311,10 +311,10 @@ async fn proxy_protocol_sets_the_peer_from_allowed_balancers_only() {
     let backend = Backend::tcp().await;
     let mut config = with_admin(fx.config(&backend.url()));
     config.listener.proxy_protocol = true;
-    config.listener.proxy_protocol_from = vec![originguard::net::IpNet::parse("127.0.0.0/8").expect("net")];
+    config.listener.proxy_protocol_from = vec![originguard::peers::IpNet::parse("127.0.0.0/8").expect("net")];
     config.listener.allow_peers = vec![
-        originguard::net::IpNet::parse("198.51.100.0/24").expect("net"),
-        originguard::net::IpNet::parse("2001:db8::/32").expect("net"),
+        originguard::peers::IpNet::parse("198.51.100.0/24").expect("net"),
+        originguard::peers::IpNet::parse("2001:db8::/32").expect("net"),
     ];
     let proxy = spawn_proxy(config.clone()).await;
 
@@ -344,7 +344,7 @@ async fn proxy_protocol_sets_the_peer_from_allowed_balancers_only() {
     proxy.stop().await;
 
     // Only listed balancers may send the header at all.
-    config.listener.proxy_protocol_from = vec![originguard::net::IpNet::parse("10.0.0.0/8").expect("net")];
+    config.listener.proxy_protocol_from = vec![originguard::peers::IpNet::parse("10.0.0.0/8").expect("net")];
     let proxy = spawn_proxy(config).await;
     assert_eq!(behind_balancer(&fx, proxy.addr, v1).await, None);
     assert_eq!(proxy.metric("originguard_proxy_protocol_refused_total").await, 1.0);

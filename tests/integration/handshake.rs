@@ -464,7 +464,7 @@ fn a_stale_crl_warns_or_refuses_as_configured() {
         verifier.verify(&fx.client.chain[0], &[], UnixTime::now()).is_ok(),
         "warn mode refused"
     );
-    let warnings = originguard::check::warnings(&policies, OffsetDateTime::now_utc());
+    let warnings = originguard::audit::warnings(&policies, OffsetDateTime::now_utc());
     assert!(
         warnings.iter().any(|w| w.contains("past its nextUpdate")),
         "{warnings:?}"

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use originguard::loadgen::{self, Options, Stop};
+use originguard::tools::loadgen::{self, Options, Stop};
 
 use crate::support::*;
 

@@ -446,11 +446,11 @@ async fn peer_gate_closes_unlisted_addresses_before_tls_and_admits_listed_ones()
     let fx = Fixture::new();
     let backend = Backend::tcp().await;
     let mut config = fx.config(&backend.url());
-    config.listener.allow_peers = originguard::net::parse_peers("cloudflare").expect("cloudflare");
+    config.listener.allow_peers = originguard::peers::parse_peers("cloudflare").expect("cloudflare");
     config
         .listener
         .allow_peers
-        .push(originguard::net::IpNet::parse("203.0.113.0/24").expect("net"));
+        .push(originguard::peers::IpNet::parse("203.0.113.0/24").expect("net"));
     let proxy = spawn_proxy(config).await;
     let refused = tls_connect(proxy.addr, fx.client_config(Some(&fx.client))).await;
     assert!(refused.is_err(), "127.0.0.1 passed a gate that excludes it");
@@ -458,7 +458,7 @@ async fn peer_gate_closes_unlisted_addresses_before_tls_and_admits_listed_ones()
     proxy.stop().await;
 
     let mut config = fx.config(&backend.url());
-    config.listener.allow_peers = vec![originguard::net::IpNet::parse("127.0.0.0/8").expect("net")];
+    config.listener.allow_peers = vec![originguard::peers::IpNet::parse("127.0.0.0/8").expect("net")];
     let proxy = spawn_proxy(config).await;
     let (status, _, _) = request(proxy.addr, fx.client_config(Some(&fx.client)), get("/")).await;
     assert_eq!(status, 200);

@@ -136,17 +136,17 @@ async fn churn_of_20000_handshakes_leaks_no_memory_descriptors_or_tasks() {
     let stranger = Ca::root("stranger").leaf(Leaf::client("x"));
     fx.write("bad.pem", &stranger.pem);
     fx.write("bad.key", &stranger.key_pem);
-    let run = |cert: &str, key: &str, n: u64| originguard::loadgen::Options {
+    let run = |cert: &str, key: &str, n: u64| originguard::tools::loadgen::Options {
         server_name: Some("localhost".into()),
         connections: 4,
-        stop: originguard::loadgen::Stop::Connections(n),
-        ..originguard::loadgen::Options::new(served.addr.to_string(), fx.path(cert), fx.path(key))
+        stop: originguard::tools::loadgen::Stop::Connections(n),
+        ..originguard::tools::loadgen::Options::new(served.addr.to_string(), fx.path(cert), fx.path(key))
     };
     // Warm up allocator, pools and caches before taking the baseline.
-    originguard::loadgen::run(run("good.pem", "good.key", 500))
+    originguard::tools::loadgen::run(run("good.pem", "good.key", 500))
         .await
         .expect("warm-up");
-    originguard::loadgen::run(run("bad.pem", "bad.key", 500))
+    originguard::tools::loadgen::run(run("bad.pem", "bad.key", 500))
         .await
         .expect("warm-up");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -155,10 +155,10 @@ async fn churn_of_20000_handshakes_leaks_no_memory_descriptors_or_tasks() {
     let mut ok = 0;
     let mut refused = 0;
     for _ in 0..5 {
-        let good = originguard::loadgen::run(run("good.pem", "good.key", 2000))
+        let good = originguard::tools::loadgen::run(run("good.pem", "good.key", 2000))
             .await
             .expect("run");
-        let bad = originguard::loadgen::run(run("bad.pem", "bad.key", 2000))
+        let bad = originguard::tools::loadgen::run(run("bad.pem", "bad.key", 2000))
             .await
             .expect("run");
         ok += good.successes;

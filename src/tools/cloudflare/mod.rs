@@ -21,7 +21,7 @@ use http::Method;
 use rustls::pki_types::UnixTime;
 use serde_json::{json, Value};
 
-use crate::check::CertSummary;
+use crate::audit::CertSummary;
 use crate::config::Config;
 use crate::tls::{load, PolicySet};
 pub use api::Api;
@@ -395,7 +395,7 @@ pub async fn ips(api: &Api, out: Option<&std::path::Path>, json: bool) -> anyhow
     for key in ["ipv4_cidrs", "ipv6_cidrs"] {
         for cidr in result[key].as_array().map(Vec::as_slice).unwrap_or_default() {
             let cidr = cidr.as_str().unwrap_or_default();
-            crate::net::IpNet::parse(cidr).map_err(|e| anyhow::anyhow!("/ips: {e}"))?;
+            crate::peers::IpNet::parse(cidr).map_err(|e| anyhow::anyhow!("/ips: {e}"))?;
             ranges.push(cidr.to_string());
         }
     }

@@ -13,7 +13,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::{app, pki};
+use crate::app;
+use crate::tools::pki;
 
 /// Runs the demo until Ctrl-C / SIGTERM.
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
