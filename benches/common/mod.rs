@@ -22,6 +22,8 @@ pub enum Flavour {
     Ecdsa,
     /// As Cloudflare's origin-pull chain: RSA-4096 CA (SHA-512), RSA-2048 leaf.
     CloudflareLike,
+    /// ML-DSA-44 CA and leaf (post-quantum AOP certificates).
+    MlDsa44,
 }
 
 pub struct Pki {
@@ -74,6 +76,13 @@ impl Pki {
                 ),
                 KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048).expect("rsa 2048"),
             ),
+            Flavour::MlDsa44 => (
+                ca(
+                    "bench ML-DSA CA",
+                    KeyPair::generate_for(&rcgen::PKCS_ML_DSA_44).expect("ml-dsa-44"),
+                ),
+                KeyPair::generate_for(&rcgen::PKCS_ML_DSA_44).expect("ml-dsa-44"),
+            ),
         };
         let client = leaf(
             &client_ca,
@@ -106,9 +115,23 @@ impl Pki {
     }
 
     pub fn client_config(&self, resume: bool) -> Arc<ClientConfig> {
+        self.client_config_with_groups(resume, None)
+    }
+
+    /// A client offering `groups` in order (a key share for the first only), or rustls' default
+    /// (X25519MLKEM768 first).
+    pub fn client_config_with_groups(
+        &self,
+        resume: bool,
+        groups: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
+    ) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         roots.add(self.server_ca.clone()).expect("root");
-        let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        if let Some(groups) = groups {
+            provider.kx_groups = groups;
+        }
+        let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("versions")
             .with_root_certificates(roots)
