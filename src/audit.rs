@@ -194,11 +194,7 @@ pub fn warnings(policies: &PolicySet, now: OffsetDateTime) -> Vec<String> {
 
 /// Whether a certificate is valid for `name` (for `*.domain`, for a name under it).
 fn certificate_covers(leaf: &CertificateDer<'_>, name: &str) -> bool {
-    let probe = match name.strip_prefix("*.") {
-        Some(domain) => format!("originguard-probe.{domain}"),
-        None => name.to_string(),
-    };
-    let Ok(server_name) = ServerName::try_from(probe) else {
+    let Ok(server_name) = ServerName::try_from(crate::names::example(name)) else {
         return false;
     };
     webpki::EndEntityCert::try_from(leaf).is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&server_name).is_ok())

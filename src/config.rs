@@ -1136,10 +1136,14 @@ impl RawClientAuth {
             },
             dns_names: match self.allow_dns_names {
                 None => p.dns_names.clone(),
-                Some(v) => non_empty_entries(file, &key("allow_dns_names"), v)?
-                    .into_iter()
-                    .map(|n| n.to_ascii_lowercase())
-                    .collect(),
+                Some(v) => v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        crate::names::parse(n)
+                            .map_err(|m| ConfigError::new(file, key(&format!("allow_dns_names[{i}]")), m))
+                    })
+                    .collect::<Result<_, _>>()?,
             },
             uris: match self.allow_uris {
                 None => p.uris.clone(),
@@ -1180,24 +1184,9 @@ fn non_empty_entries(file: &Path, key: &str, values: Vec<String>) -> Result<Vec<
     Ok(values)
 }
 
-/// A `server_names` entry: a DNS name or `*.domain`, lowercased, without a trailing dot.
+/// A `server_names` entry: a DNS name or `*.domain` (see [`crate::names`]).
 fn server_name(name: &str) -> Result<String, String> {
-    let lower = name.trim_end_matches('.').to_ascii_lowercase();
-    let check = lower.strip_prefix("*.").unwrap_or(&lower);
-    let valid = !check.is_empty()
-        && check.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    if !valid {
-        return Err(format!(
-            "invalid host name {name:?} (expected e.g. \"api.example.com\" or \"*.example.com\")"
-        ));
-    }
-    Ok(lower)
+    crate::names::parse(name)
 }
 
 fn base64_sha256(pin: &str) -> Result<[u8; 32], String> {

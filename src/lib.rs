@@ -34,7 +34,7 @@
 //! tunnels, upstreams, the rescue point, the access log), [`app`] (wiring, shutdown delay),
 //! [`reload`] (build-validate-swap), [`watch`] (reload on file changes), [`notify`] (systemd
 //! readiness), [`admin`] and [`metrics`] (endpoints and metric names), [`audit`] (certificate
-//! summaries and the warnings `serve` logs and `check` prints), [`logging`], [`peers`] (the
+//! summaries and the warnings `serve` logs and `check` prints), [`logging`], [`names`] (host-name patterns), [`peers`] (the
 //! `allow_peers` gate: networks and Cloudflare's ranges), [`signal`].
 //!
 //! Around it: [`cli`] (the command line) and [`tools`]: `check` (the policy in words),
@@ -47,6 +47,7 @@ pub mod audit;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod names;
 pub mod notify;
 pub mod peers;
 pub mod proxy;

@@ -38,7 +38,7 @@ pub struct NameIndex {
 impl NameIndex {
     /// Adds a validated, lowercase name for host `index`; an earlier host keeps a name.
     pub fn insert(&mut self, name: &str, index: usize) {
-        match name.strip_prefix("*.") {
+        match crate::names::wildcard_domain(name) {
             Some(domain) => self.wildcard.entry(domain.to_string()).or_insert(index),
             None => self.exact.entry(name.to_string()).or_insert(index),
         };

@@ -425,9 +425,12 @@ fn permits(allow: &AllowLists, der: &CertificateDer<'_>, cert: &webpki::EndEntit
         return false;
     }
     if !allow.dns_names.is_empty()
-        && !cert
-            .valid_dns_names()
-            .any(|name| allow.dns_names.iter().any(|pattern| dns_matches(pattern, name)))
+        && !cert.valid_dns_names().any(|name| {
+            allow
+                .dns_names
+                .iter()
+                .any(|pattern| crate::names::matches(pattern, name))
+        })
     {
         return false;
     }
@@ -443,21 +446,6 @@ fn permits(allow: &AllowLists, der: &CertificateDer<'_>, cert: &webpki::EndEntit
         }
     }
     true
-}
-
-/// `pattern` is lowercase; `*.example.com` matches exactly one label. A name from the
-/// certificate that is itself a wildcard (`*.example.com` in a client's SAN) never matches:
-/// a client certificate names one client, and a pattern is ours to write, not the CA's.
-fn dns_matches(pattern: &str, name: &str) -> bool {
-    if name.contains('*') {
-        return false;
-    }
-    match pattern.strip_prefix("*.") {
-        Some(domain) => name
-            .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(domain)),
-        None => pattern.eq_ignore_ascii_case(name),
-    }
 }
 
 /// webpki error -> (our reason, the rustls error whose alert the client receives).

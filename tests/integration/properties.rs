@@ -1,5 +1,6 @@
 //! Property tests: the XFCC encoding round-trips any subject or SAN a CA can issue; the config
-//! loader never panics; server-name matching agrees with a simple reference model; the one
+//! loader never panics; server-name matching (the SNI index and `names::matches`) agrees with a
+//! simple reference model; the one
 //! Host/:authority parser and the one header-name matcher agree with reference models.
 
 use std::path::Path;
@@ -155,6 +156,14 @@ proptest! {
             }));
             let expected = exact.or_else(wildcard);
             prop_assert_eq!(index.lookup(&query), expected, "query {:?} hosts {:?}", query, hosts);
+            // The one matcher (names::matches, used by allow_dns_names) follows the same model.
+            for name in hosts.iter().flatten() {
+                let model = match name.strip_prefix("*.") {
+                    Some(domain) => q.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest == domain),
+                    None => *name == q,
+                };
+                prop_assert_eq!(originguard::names::matches(name, &query), model, "{:?} vs {:?}", name, query);
+            }
         }
     }
 
