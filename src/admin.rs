@@ -34,14 +34,19 @@ use crate::proxy::Live;
 use crate::reload::Reloader;
 
 /// Admin connections served at once: probes and scrapes need a handful.
-pub const MAX_CONNECTIONS: usize = 32;
+pub(crate) const MAX_CONNECTIONS: usize = 32;
 /// A request head (the first, or the next on a kept-alive connection) must arrive within this.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest life of one admin connection.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(60);
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Serves the admin endpoints until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, live: Arc<Live>, reloader: Arc<Reloader>, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    live: Arc<Live>,
+    reloader: Arc<Reloader>,
+    shutdown: CancellationToken,
+) {
     if let Ok(address) = listener.local_addr() {
         info!(%address, "admin listening");
     }

@@ -13,10 +13,10 @@ use crate::tls::identity::{fingerprint_colons, rfc4514};
 use crate::tls::{load, PolicySet, TrustedCa};
 
 /// A CA or server certificate expiring within this many days is warned about.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
+pub(crate) const EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// Subject, expiry and SHA-256 of a certificate, for reports.
-pub struct CertSummary {
+pub(crate) struct CertSummary {
     pub subject: String,
     pub not_after: Option<OffsetDateTime>,
     pub sha256: String,
@@ -26,7 +26,7 @@ pub struct CertSummary {
 }
 
 impl CertSummary {
-    pub fn of(der: &CertificateDer<'_>) -> CertSummary {
+    pub(crate) fn of(der: &CertificateDer<'_>) -> CertSummary {
         let sha256 = fingerprint_colons(der.as_ref());
         match X509Certificate::from_der(der.as_ref()) {
             Ok((_, cert)) => CertSummary {

@@ -26,7 +26,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(file: &Path, key: impl Into<String>, message: impl fmt::Display) -> Self {
+    pub(crate) fn new(file: &Path, key: impl Into<String>, message: impl fmt::Display) -> Self {
         ConfigError {
             file: file.to_path_buf(),
             key: key.into(),
@@ -119,7 +119,7 @@ pub enum KeyExchange {
 }
 
 impl KeyExchange {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             KeyExchange::HybridPreferred => "hybrid-preferred",
             KeyExchange::HybridIfSent => "hybrid-if-sent",
@@ -170,7 +170,7 @@ pub struct AllowLists {
 }
 
 impl AllowLists {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.subjects.is_empty()
             && self.dns_names.is_empty()
             && self.uris.is_empty()
@@ -221,7 +221,7 @@ pub enum UpstreamTarget {
 }
 
 impl UpstreamTarget {
-    pub fn is_https(&self) -> bool {
+    pub(crate) fn is_https(&self) -> bool {
         matches!(self, UpstreamTarget::Https(_))
     }
 }
@@ -261,7 +261,7 @@ pub enum UpstreamProtocol {
 
 impl UpstreamProtocol {
     /// The spelling used in the config file.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             UpstreamProtocol::Http1 => "http1",
             UpstreamProtocol::H2c => "h2c",
@@ -314,7 +314,7 @@ pub enum ClientCertHeaders {
 
 impl ClientCertHeaders {
     /// The spelling used in the config file.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ClientCertHeaders::Xfcc => "xfcc",
             ClientCertHeaders::Rfc9440 => "rfc9440",
@@ -323,11 +323,11 @@ impl ClientCertHeaders {
         }
     }
 
-    pub fn xfcc(self) -> bool {
+    pub(crate) fn xfcc(self) -> bool {
         matches!(self, ClientCertHeaders::Xfcc | ClientCertHeaders::Both)
     }
 
-    pub fn rfc9440(self) -> bool {
+    pub(crate) fn rfc9440(self) -> bool {
         matches!(self, ClientCertHeaders::Rfc9440 | ClientCertHeaders::Both)
     }
 }
@@ -348,7 +348,7 @@ pub enum LogFormat {
 impl Config {
     /// Every file this configuration names (itself included): what a reload re-reads, and so
     /// what `[reload] watch` watches.
-    pub fn files(&self) -> Vec<PathBuf> {
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
         let mut files = vec![
             self.file.clone(),
             self.tls.certificate.clone(),
@@ -1292,7 +1292,7 @@ fn duration(file: &Path, key: &str, value: &str) -> Result<Duration, ConfigError
 }
 
 /// Parses `"250ms"`, `"10s"`, `"15m"`, `"1h"` (one number, one unit).
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value.trim())
         .map_err(|e| format!("invalid duration {value:?}: {e} (expected e.g. \"250ms\", \"10s\", \"1m30s\", \"1h\")"))
 }

@@ -91,17 +91,17 @@ const COMMON_CODES: [u16; 18] = [
 
 /// Log lines the process could not write. Process-wide, like the log itself: the writer has no
 /// handle on a `Metrics`.
-pub static LOG_DROPPED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
+pub(crate) static LOG_DROPPED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
 /// Verified-chain cache lookups (`originguard_verify_cache_total{result}`): process-wide, since
 /// every reload builds new verifiers and the counts must survive it.
 static VERIFY_CACHE: std::sync::LazyLock<Family<ResultLabel, Counter>> = std::sync::LazyLock::new(Family::default);
-pub static VERIFY_CACHE_HITS: std::sync::LazyLock<Counter> =
+pub(crate) static VERIFY_CACHE_HITS: std::sync::LazyLock<Counter> =
     std::sync::LazyLock::new(|| VERIFY_CACHE.get_or_create(&ResultLabel { result: "hit" }).clone());
-pub static VERIFY_CACHE_MISSES: std::sync::LazyLock<Counter> =
+pub(crate) static VERIFY_CACHE_MISSES: std::sync::LazyLock<Counter> =
     std::sync::LazyLock::new(|| VERIFY_CACHE.get_or_create(&ResultLabel { result: "miss" }).clone());
 
 /// The process's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     handshakes: Vec<Counter>,
     handshake_duration: Histogram,
@@ -123,7 +123,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Arc<Metrics> {
+    pub(crate) fn new() -> Arc<Metrics> {
         let mut registry = Registry::default();
         let handshake_family = Family::<ResultLabel, Counter>::default();
         registry.register(
@@ -258,14 +258,14 @@ impl Metrics {
     }
 
     /// Prometheus / OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encoding into a String cannot fail");
         out
     }
 
-    pub fn handshake_ok(&self, seconds: f64, resumed: bool) {
+    pub(crate) fn handshake_ok(&self, seconds: f64, resumed: bool) {
         self.handshakes[0].inc();
         self.handshake_duration.observe(seconds);
         if resumed {
@@ -274,11 +274,11 @@ impl Metrics {
     }
 
     /// Counts what a successful handshake negotiated.
-    pub fn negotiated(&self, version: &'static str, group: &'static str) {
+    pub(crate) fn negotiated(&self, version: &'static str, group: &'static str) {
         self.negotiated.get_or_create(&NegotiatedLabel { version, group }).inc();
     }
 
-    pub fn handshake_failed(&self, reason: Reason) {
+    pub(crate) fn handshake_failed(&self, reason: Reason) {
         let index = HANDSHAKE_RESULTS
             .iter()
             .position(|r| *r == Some(reason))
@@ -287,12 +287,12 @@ impl Metrics {
     }
 
     /// Counts an open connection until the guard is dropped.
-    pub fn connection_open(self: &Arc<Self>) -> ConnectionGuard {
+    pub(crate) fn connection_open(self: &Arc<Self>) -> ConnectionGuard {
         self.connections_open.inc();
         ConnectionGuard(self.clone())
     }
 
-    pub fn request_done(&self, code: u16, seconds: f64) {
+    pub(crate) fn request_done(&self, code: u16, seconds: f64) {
         match COMMON_CODES.iter().position(|c| *c == code) {
             Some(i) => self.common_requests[i].inc(),
             None => self.requests.get_or_create(&CodeLabel { code }).inc(),
@@ -300,25 +300,25 @@ impl Metrics {
         self.request_duration.observe(seconds);
     }
 
-    pub fn upstream_error(&self, kind: &'static str) {
+    pub(crate) fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors.get_or_create(&KindLabel { kind }).inc();
     }
 
-    pub fn reload(&self, ok: bool) {
+    pub(crate) fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.reloads.get_or_create(&ResultLabel { result }).inc();
     }
 
-    pub fn proxy_protocol_refused(&self) {
+    pub(crate) fn proxy_protocol_refused(&self) {
         self.proxy_protocol_refused.inc();
     }
 
-    pub fn peer_refused(&self) {
+    pub(crate) fn peer_refused(&self) {
         self.peers_refused.inc();
     }
 
     /// Replaces the certificate expiry gauges with those of `policies`.
-    pub fn set_certificates(&self, policies: &PolicySet) {
+    pub(crate) fn set_certificates(&self, policies: &PolicySet) {
         let _guard = self.cert_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.not_after.clear();
         for policy in policies.all() {
@@ -345,7 +345,7 @@ impl Metrics {
 }
 
 /// Decrements `originguard_connections_open` on drop.
-pub struct ConnectionGuard(Arc<Metrics>);
+pub(crate) struct ConnectionGuard(Arc<Metrics>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {

@@ -9,7 +9,7 @@
 //! same rule for SNI lookups, property-tested against [`matches`].
 
 /// Validates a pattern from the config; returns its canonical form (lowercase, no trailing dot).
-pub fn parse(text: &str) -> Result<String, String> {
+pub(crate) fn parse(text: &str) -> Result<String, String> {
     let lower = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
     let name = lower.strip_prefix("*.").unwrap_or(&lower);
     let valid = !name.is_empty()
@@ -43,12 +43,12 @@ pub fn matches(pattern: &str, name: &str) -> bool {
 }
 
 /// `Some(domain)` for a `*.domain` pattern.
-pub fn wildcard_domain(pattern: &str) -> Option<&str> {
+pub(crate) fn wildcard_domain(pattern: &str) -> Option<&str> {
     pattern.strip_prefix("*.")
 }
 
 /// A concrete name the pattern matches (for asking a certificate whether it covers it).
-pub fn example(pattern: &str) -> String {
+pub(crate) fn example(pattern: &str) -> String {
     match wildcard_domain(pattern) {
         Some(domain) => format!("originguard-probe.{domain}"),
         None => pattern.to_string(),

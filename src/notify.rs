@@ -6,7 +6,7 @@
 use std::os::unix::net::UnixDatagram;
 
 /// Sends `state` (newline-separated `KEY=value` lines) to the service manager, if any.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };

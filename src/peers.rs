@@ -22,7 +22,7 @@ impl IpNet {
             .map_err(|_| format!("invalid network {text:?} (expected CIDR like \"203.0.113.0/24\" or an IP address)"))
     }
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
@@ -50,8 +50,8 @@ pub fn parse_peers(entry: &str) -> Result<Vec<IpNet>, String> {
 
 /// When the embedded Cloudflare ranges were copied from https://www.cloudflare.com/ips/
 /// (year, month, day): `check` and startup warn once they are older than [`STALE_AFTER_DAYS`].
-pub const CLOUDFLARE_RANGES_AS_OF: (i32, u8, u8) = (2026, 11, 27);
-pub const STALE_AFTER_DAYS: i64 = 90;
+pub(crate) const CLOUDFLARE_RANGES_AS_OF: (i32, u8, u8) = (2026, 11, 27);
+pub(crate) const STALE_AFTER_DAYS: i64 = 90;
 
 /// A `file:` allow-list: one CIDR or address a line, `#` comments. Read at load and on every
 /// reload (`originguard cloudflare ips --out FILE` keeps one current). An empty list is an
@@ -75,7 +75,7 @@ fn read_peers(path: &std::path::Path) -> Result<Vec<IpNet>, String> {
 }
 
 /// Cloudflare's published IPv4 and IPv6 ranges.
-pub fn cloudflare_ranges() -> Vec<IpNet> {
+pub(crate) fn cloudflare_ranges() -> Vec<IpNet> {
     CLOUDFLARE_V4
         .lines()
         .chain(CLOUDFLARE_V6.lines())
@@ -86,7 +86,7 @@ pub fn cloudflare_ranges() -> Vec<IpNet> {
 }
 
 /// Whether `ip` may connect: always when the list is empty.
-pub fn allowed(nets: &[IpNet], ip: IpAddr) -> bool {
+pub(crate) fn allowed(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.is_empty() || nets.iter().any(|net| net.contains(ip))
 }
 

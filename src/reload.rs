@@ -20,7 +20,7 @@ use crate::proxy::{Live, Proxy};
 use crate::tls::PolicySet;
 
 /// Reloads `path` into `live`.
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     live: Arc<Live>,
     /// The settings the process started with that a reload cannot change.
@@ -30,7 +30,7 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(started_with: Config, live: Arc<Live>) -> Reloader {
+    pub(crate) fn new(started_with: Config, live: Arc<Live>) -> Reloader {
         Reloader {
             path: started_with.file.clone(),
             live,
@@ -41,7 +41,7 @@ impl Reloader {
 
     /// Reads, validates and swaps in the config; returns the changed settings that need a
     /// restart (reported, not applied). Blocking (file IO): call from a blocking context.
-    pub fn reload(&self) -> Result<Vec<&'static str>, ConfigError> {
+    pub(crate) fn reload(&self) -> Result<Vec<&'static str>, ConfigError> {
         let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         crate::notify::notify("RELOADING=1");
         let result = self.reload_locked();

@@ -28,21 +28,21 @@ pub fn shutdown() -> impl Future<Output = ()> + Send + 'static {
 
 /// A stream of SIGHUPs (reload requests), registered now; `None` where there are no signals.
 #[cfg(unix)]
-pub fn hangups() -> Option<tokio::signal::unix::Signal> {
+pub(crate) fn hangups() -> Option<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
 }
 
 #[cfg(not(unix))]
-pub fn hangups() -> Option<NeverSignal> {
+pub(crate) fn hangups() -> Option<NeverSignal> {
     None
 }
 
 #[cfg(not(unix))]
-pub struct NeverSignal;
+pub(crate) struct NeverSignal;
 
 #[cfg(not(unix))]
 impl NeverSignal {
-    pub async fn recv(&mut self) -> Option<()> {
+    pub(crate) async fn recv(&mut self) -> Option<()> {
         std::future::pending().await
     }
 }

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::reload::Reloader;
 
 /// Watches `config`'s files and reloads through `reloader` until `stop`.
-pub async fn run(config: Config, reloader: Arc<Reloader>, stop: CancellationToken) {
+pub(crate) async fn run(config: Config, reloader: Arc<Reloader>, stop: CancellationToken) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Access events (reads, including our own) are not changes.

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Request activity on one connection.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     epoch: Instant,
     in_flight: AtomicUsize,
     /// Requests finished so far.
@@ -48,7 +48,7 @@ pub struct Activity {
 
 /// Which deadline a connection is waiting for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Deadline {
+pub(crate) enum Deadline {
     /// A request head is due (`header_read_timeout`): the connection is dropped at once.
     Head,
     /// Idle between requests (`idle_timeout`): the connection is closed gracefully.
@@ -56,7 +56,7 @@ pub enum Deadline {
 }
 
 impl Activity {
-    pub fn new() -> Arc<Activity> {
+    pub(crate) fn new() -> Arc<Activity> {
         Arc::new(Activity {
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -82,7 +82,7 @@ impl Activity {
 
     /// The next deadline, or `None` while a request is in flight (the request's own timeouts
     /// bound it). `started` is when the handshake finished; `track_heads` is false for HTTP/2.
-    pub fn deadline(
+    pub(crate) fn deadline(
         &self,
         started: Instant,
         header: Duration,
@@ -128,7 +128,7 @@ impl Drop for InFlight {
 }
 
 /// The connection's stream, noting request-head bytes for [`Activity`].
-pub struct Watched<T> {
+pub(crate) struct Watched<T> {
     inner: T,
     activity: Arc<Activity>,
     /// HTTP/1.x: read heads (timing and Content-Length).
@@ -139,7 +139,7 @@ pub struct Watched<T> {
 }
 
 impl<T> Watched<T> {
-    pub fn new(inner: T, activity: Arc<Activity>, heads: bool) -> Watched<T> {
+    pub(crate) fn new(inner: T, activity: Arc<Activity>, heads: bool) -> Watched<T> {
         Watched {
             inner,
             activity,

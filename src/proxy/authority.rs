@@ -33,7 +33,7 @@ pub struct HostPort<'a> {
 
 /// Why a request's host was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HostError {
+pub(crate) enum HostError {
     #[error("missing Host")]
     Missing,
     #[error("more than one Host")]
@@ -66,7 +66,7 @@ pub fn parse(value: &[u8]) -> Option<HostPort<'_>> {
 }
 
 /// The host a request is for, validated (see the module doc).
-pub fn of_request<B>(request: &Request<B>) -> Result<HostPort<'_>, HostError> {
+pub(crate) fn of_request<B>(request: &Request<B>) -> Result<HostPort<'_>, HostError> {
     let mut hosts = request.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {

@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("upstream request failed")]
     Upstream(#[source] hyper_util::client::legacy::Error),
     #[error("upstream sent no response head in time")]
@@ -53,7 +53,7 @@ pub enum ProxyError {
 impl ProxyError {
     /// Classifies a failed upstream exchange: the client's own body failing (malformed chunks,
     /// an aborted upload) is the client's fault, not the upstream's.
-    pub fn from_upstream(error: hyper_util::client::legacy::Error) -> ProxyError {
+    pub(crate) fn from_upstream(error: hyper_util::client::legacy::Error) -> ProxyError {
         let mut source = std::error::Error::source(&error);
         while let Some(e) = source {
             if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
@@ -66,7 +66,7 @@ impl ProxyError {
 }
 
 /// What the log line of a rescued request names.
-pub struct Rescued<'a> {
+pub(crate) struct Rescued<'a> {
     pub peer: IpAddr,
     pub sni: &'a str,
     pub host: &'a str,
@@ -75,7 +75,7 @@ pub struct Rescued<'a> {
 }
 
 impl ProxyError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -104,12 +104,12 @@ impl ProxyError {
 
     /// Whether the connection closes after this answer: after a 400, what follows on the
     /// connection was framed or sent by a client whose request we refused to read.
-    pub fn closes_connection(&self) -> bool {
+    pub(crate) fn closes_connection(&self) -> bool {
         self.status() == StatusCode::BAD_REQUEST
     }
 
     /// The `kind` label of `originguard_upstream_errors_total`, for the upstream's failures.
-    pub fn upstream_kind(&self) -> Option<&'static str> {
+    pub(crate) fn upstream_kind(&self) -> Option<&'static str> {
         match self {
             ProxyError::Upstream(e) if is_tls(e) => Some("tls"),
             ProxyError::Upstream(e) if e.is_connect() => Some("connect"),
@@ -123,7 +123,7 @@ impl ProxyError {
 /// Logs, counts and answers a request the proxy answers itself: upstream failures at `warn`
 /// (the operator's concern), the client's mistakes at `debug` (an attacker must not be able to
 /// flood the log), internal failures at `error`.
-pub fn respond(error: &ProxyError, request: &Rescued<'_>, metrics: &Metrics) -> Response<ProxyBody> {
+pub(crate) fn respond(error: &ProxyError, request: &Rescued<'_>, metrics: &Metrics) -> Response<ProxyBody> {
     let Rescued {
         peer,
         sni,
@@ -162,7 +162,7 @@ pub fn respond(error: &ProxyError, request: &Rescued<'_>, metrics: &Metrics) -> 
 }
 
 /// An error and its causes, for the log.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

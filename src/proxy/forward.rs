@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::tls::{ClientIdentity, PolicyId};
 
 /// What every request on one TLS connection shares.
-pub struct Connection {
+pub(crate) struct Connection {
     pub proxy: Arc<Proxy>,
     pub peer: IpAddr,
     /// `peer` as a header value, formatted once per connection.
@@ -58,7 +58,7 @@ pub struct Connection {
 }
 
 /// Handles one request: forwards it, or answers it via [`error::respond`].
-pub async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Response<ProxyBody> {
+pub(crate) async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>) -> Response<ProxyBody> {
     let mut log = RequestLog {
         started: Instant::now(),
         method: request.method().clone(),

@@ -128,7 +128,7 @@ impl HeaderRules {
 
     /// Applies the rules to request trailers: everything protected goes, exact spellings of
     /// the names the proxy sets included (those are set in the head, never in trailers).
-    pub fn sanitize_trailers(&self, trailers: &mut HeaderMap) {
+    pub(crate) fn sanitize_trailers(&self, trailers: &mut HeaderMap) {
         let doomed: Vec<HeaderName> = trailers
             .keys()
             .filter(|name| self.unfit_for_trailers(name.as_str().as_bytes()))

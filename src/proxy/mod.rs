@@ -55,7 +55,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, HeadersConfig, ListenerConfig};
 
 /// The body type of every response the proxy sends (and of every upstream request).
-pub type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+pub(crate) type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 use crate::metrics::Metrics;
 use crate::peers;
 use crate::tls::verify::with_handshake_notes;
@@ -134,7 +134,7 @@ impl Proxy {
 impl Proxy {
     /// The backend of the policy a connection was verified under (one connection only ever
     /// carries requests for its own policy: the others get 421).
-    pub fn upstream_for(&self, policy: crate::tls::PolicyId) -> &Upstream {
+    pub(crate) fn upstream_for(&self, policy: crate::tls::PolicyId) -> &Upstream {
         match policy {
             crate::tls::PolicyId::Host(i) => self
                 .host_upstreams
@@ -149,7 +149,7 @@ impl Proxy {
 /// What the accept loop serves: the current generation of settings — replaced as a whole by a
 /// reload, while connections keep the generation they started with — plus the process-wide
 /// metrics and readiness.
-pub struct Live {
+pub(crate) struct Live {
     pub current: ArcSwap<Proxy>,
     pub metrics: Arc<Metrics>,
     /// True while listening and not draining (`/readyz`).
@@ -168,7 +168,7 @@ struct Events {
 }
 
 impl Live {
-    pub fn new(proxy: Proxy, metrics: Arc<Metrics>) -> Arc<Live> {
+    pub(crate) fn new(proxy: Proxy, metrics: Arc<Metrics>) -> Arc<Live> {
         metrics.set_certificates(&proxy.policies);
         Arc::new(Live {
             current: ArcSwap::from_pointee(proxy),
@@ -180,7 +180,7 @@ impl Live {
 
     /// Makes `proxy` the generation new connections get, and has every open connection judge
     /// its client against it.
-    pub fn publish(&self, proxy: Proxy) {
+    pub(crate) fn publish(&self, proxy: Proxy) {
         self.current.store(Arc::new(proxy));
         self.events.send_modify(|e| e.generation += 1);
     }
@@ -196,7 +196,7 @@ struct Shared {
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting, lets connections
 /// finish their in-flight requests (up to `drain_timeout`) and returns. `listener.address` and
 /// `max_connections` are taken from the generation current at start: they cannot change live.
-pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: CancellationToken) {
     let first = live.current.load_full();
     let connections = Arc::new(Semaphore::new(first.listener.max_connections));
     let handshakes = Arc::new(Semaphore::new(first.listener.max_handshakes));
@@ -604,7 +604,7 @@ impl RateLimit {
 /// What ends a verified connection besides its own traffic — its maximum age or its client
 /// chain's expiry, the end of the drain, a reload whose policy refuses the client — shared with
 /// the tunnels upgraded from it, so a WebSocket never outlives what closes its connection.
-pub struct Lifetime {
+pub(crate) struct Lifetime {
     live: Arc<Live>,
     sni: Option<String>,
     /// The client's chain (leaf first), re-judged on every reload.
@@ -616,7 +616,7 @@ pub struct Lifetime {
 
 impl Lifetime {
     /// Resolves, with the reason, when a tunnel of this connection must close.
-    pub async fn ended(&self) -> &'static str {
+    pub(crate) async fn ended(&self) -> &'static str {
         let mut events = self.live.events.subscribe();
         let mut seen = self.generation;
         events.mark_changed();

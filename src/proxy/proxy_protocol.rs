@@ -19,7 +19,7 @@ const V2_MAX: usize = 16 + 2048;
 
 /// Why a connection was refused before TLS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ProxyHeaderError {
+pub(crate) enum ProxyHeaderError {
     #[error("no PROXY protocol header")]
     Missing,
     #[error("malformed PROXY protocol header")]
@@ -30,7 +30,7 @@ pub enum ProxyHeaderError {
 
 /// Reads the PROXY header at the start of `stream`. `Some(source)` for a proxied connection;
 /// `None` for a `LOCAL` (health check) or `UNKNOWN` one, which keeps the TCP peer.
-pub async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, ProxyHeaderError> {
+pub(crate) async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, ProxyHeaderError> {
     let mut buf = vec![0u8; V2_MAX];
     let mut waited = 0u32;
     loop {

@@ -120,7 +120,7 @@ pub(crate) fn accept(kind: Tunnel, client: OnUpgrade, response: &mut Response<In
         match tokio::try_join!(client, upstream) {
             Ok((client, upstream)) => {
                 let ended = pipe(TokioIo::new(client), TokioIo::new(upstream), idle, lifetime.ended()).await;
-                debug!(%peer, ?ended, "upgraded connection ended");
+                debug!(%peer, ended = %ended, "upgraded connection ended");
             }
             Err(error) => debug!(%peer, %error, "upgrade failed"),
         }
@@ -145,7 +145,7 @@ pub(crate) fn accept(kind: Tunnel, client: OnUpgrade, response: &mut Response<In
 
 /// How a tunnel ended.
 #[derive(Debug)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// One side closed (or failed): bytes copied (client to upstream, upstream to client).
     Closed(io::Result<(u64, u64)>),
     /// No bytes either way for the idle timeout.
@@ -154,8 +154,24 @@ pub enum Ended {
     Stopped(&'static str),
 }
 
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Closed(Ok((up, down))) => write!(f, "closed after {up} bytes up, {down} down"),
+            Ended::Closed(Err(error)) => write!(f, "failed: {error}"),
+            Ended::Idle => f.write_str("idle timeout"),
+            Ended::Stopped(why) => write!(f, "stopped: {why}"),
+        }
+    }
+}
+
 /// Copies between `client` and `upstream` until one of the ends in [`Ended`].
-pub async fn pipe<A, B>(client: A, upstream: B, idle: Duration, stop: impl Future<Output = &'static str>) -> Ended
+pub(crate) async fn pipe<A, B>(
+    client: A,
+    upstream: B,
+    idle: Duration,
+    stop: impl Future<Output = &'static str>,
+) -> Ended
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,

@@ -65,7 +65,7 @@ impl Pool {
 impl Upstream {
     /// Builds the client; for `https://`, reads the CA and client certificate files (`file` is
     /// the config, named in errors).
-    pub fn new(config: &UpstreamConfig, file: &Path) -> Result<Upstream, ConfigError> {
+    pub(crate) fn new(config: &UpstreamConfig, file: &Path) -> Result<Upstream, ConfigError> {
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_max_idle_per_host(config.max_idle_per_host)
@@ -134,14 +134,14 @@ impl Upstream {
     }
 
     /// Time allowed until the response head.
-    pub fn response_timeout(&self) -> Duration {
+    pub(crate) fn response_timeout(&self) -> Duration {
         self.response_timeout
     }
 
     /// The URI the upstream request is sent to: the client's path, and as authority our
     /// upstream's — or, when the connection may be HTTP/2 (where it becomes `:authority`), the
     /// client's host. The connectors ignore the URI's authority: it only keys the pool.
-    pub fn uri_for(&self, incoming: &Uri, host: &http::HeaderValue) -> Uri {
+    pub(crate) fn uri_for(&self, incoming: &Uri, host: &http::HeaderValue) -> Uri {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(
@@ -161,17 +161,17 @@ impl Upstream {
 
     /// The HTTP version requests must carry for this upstream's connections: HTTP/2 for h2c,
     /// HTTP/1.1 otherwise (hyper sends it as HTTP/2 where ALPN chose h2).
-    pub fn version(&self) -> Version {
+    pub(crate) fn version(&self) -> Version {
         self.version
     }
 
     /// Whether a request may travel as HTTP/2 (h2c, or ALPN), its host as the URI's authority.
-    pub fn may_be_h2(&self) -> bool {
+    pub(crate) fn may_be_h2(&self) -> bool {
         self.may_be_h2
     }
 
     /// Sends a request; `upgrade`: it asks to switch protocols, which needs HTTP/1.1.
-    pub fn request(&self, request: Request<ProxyBody>, upgrade: bool) -> ResponseFuture {
+    pub(crate) fn request(&self, request: Request<ProxyBody>, upgrade: bool) -> ResponseFuture {
         match (&self.upgrade_pool, upgrade) {
             (Some(pool), true) => pool.request(request),
             _ => self.pool.request(request),
@@ -230,7 +230,7 @@ fn client_config(tls: &UpstreamTls, alpn: &[&[u8]], file: &Path) -> Result<Arc<r
 
 /// Connects every request to the configured TCP upstream, whatever authority its URI names.
 #[derive(Clone, Debug)]
-pub struct FixedTarget {
+pub(crate) struct FixedTarget {
     http: HttpConnector,
     target: Uri,
 }
@@ -251,7 +251,7 @@ impl tower_service::Service<Uri> for FixedTarget {
 
 /// Connects every request to one Unix socket path.
 #[derive(Clone, Debug)]
-pub struct UnixConnector {
+pub(crate) struct UnixConnector {
     path: Arc<PathBuf>,
     timeout: Duration,
 }
@@ -281,11 +281,11 @@ impl tower_service::Service<Uri> for UnixConnector {
 /// of `originguard_upstream_errors_total`.
 #[derive(Debug, thiserror::Error)]
 #[error("TLS with the upstream failed: {0}")]
-pub struct UpstreamTlsError(io::Error);
+pub(crate) struct UpstreamTlsError(io::Error);
 
 /// Connects to the configured TCP upstream, then TLS to it.
 #[derive(Clone)]
-pub struct TlsTarget {
+pub(crate) struct TlsTarget {
     tcp: FixedTarget,
     tls: tokio_rustls::TlsConnector,
     name: ServerName<'static>,
@@ -332,7 +332,7 @@ impl tower_service::Service<Uri> for TlsTarget {
 }
 
 /// A TLS connection to the upstream that tells the pool when ALPN chose h2.
-pub struct TlsIo(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>);
+pub(crate) struct TlsIo(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>);
 
 impl Connection for TlsIo {
     fn connected(&self) -> Connected {

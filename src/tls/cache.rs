@@ -21,14 +21,14 @@ use std::sync::Mutex;
 use rustls::pki_types::{CertificateDer, UnixTime};
 
 /// Entries per policy; the least recently used goes first.
-pub const CAPACITY: usize = 4096;
+pub(crate) const CAPACITY: usize = 4096;
 
 /// Key of a presented chain.
-pub type ChainKey = [u8; 32];
+pub(crate) type ChainKey = [u8; 32];
 
 /// A bounded LRU (the `lru` crate) of verified chains with their validity windows.
 #[derive(Debug)]
-pub struct VerifiedCache {
+pub(crate) struct VerifiedCache {
     entries: Mutex<lru::LruCache<ChainKey, Window>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -42,7 +42,7 @@ struct Window {
 }
 
 impl VerifiedCache {
-    pub fn new(capacity: usize) -> VerifiedCache {
+    pub(crate) fn new(capacity: usize) -> VerifiedCache {
         VerifiedCache {
             entries: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
@@ -53,7 +53,7 @@ impl VerifiedCache {
     }
 
     /// SHA-256 over the presented chain, each certificate length-prefixed.
-    pub fn key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> ChainKey {
+    pub(crate) fn key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> ChainKey {
         let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         for cert in std::iter::once(end_entity).chain(intermediates) {
             ctx.update(&(cert.len() as u64).to_be_bytes());
@@ -66,7 +66,7 @@ impl VerifiedCache {
 
     /// Whether `key` was verified and its whole path is valid at `now`: the path's earliest
     /// notAfter (Unix seconds) when it is.
-    pub fn hit(&self, key: &ChainKey, now: UnixTime) -> Option<u64> {
+    pub(crate) fn hit(&self, key: &ChainKey, now: UnixTime) -> Option<u64> {
         let now = now.as_secs();
         let mut entries = self.lock();
         // Only a usable entry counts as used: an expired one is not promoted.
@@ -89,7 +89,7 @@ impl VerifiedCache {
 
     /// Records a chain that just verified, with its path's validity window (see
     /// [`validity_window`]).
-    pub fn insert(&self, key: ChainKey, (not_before, not_after): (u64, u64)) {
+    pub(crate) fn insert(&self, key: ChainKey, (not_before, not_after): (u64, u64)) {
         self.lock().put(key, Window { not_before, not_after });
     }
 
@@ -99,7 +99,7 @@ impl VerifiedCache {
     }
 
     /// (hits, misses) so far.
-    pub fn stats(&self) -> (u64, u64) {
+    pub(crate) fn stats(&self) -> (u64, u64) {
         (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
@@ -110,7 +110,7 @@ impl VerifiedCache {
 
 /// The latest notBefore and earliest notAfter over a verified path (leaf first, without the
 /// trust anchor), in Unix seconds.
-pub fn validity_window<'a>(
+pub(crate) fn validity_window<'a>(
     path: impl IntoIterator<Item = &'a x509_parser::certificate::X509Certificate<'a>>,
 ) -> Option<(u64, u64)> {
     let mut window = (0u64, u64::MAX);

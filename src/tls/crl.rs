@@ -60,12 +60,12 @@ impl Revocations {
         Ok(())
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.lists.is_empty()
     }
 
     /// Whether the certificate with `serial`, issued by the anchor with `issuer_spki`, is revoked.
-    pub fn is_revoked(&self, issuer_spki: &[u8], serial: &[u8]) -> bool {
+    pub(crate) fn is_revoked(&self, issuer_spki: &[u8], serial: &[u8]) -> bool {
         self.lists
             .iter()
             .filter(|(spki, _, _)| spki.as_slice() == issuer_spki)
@@ -73,7 +73,7 @@ impl Revocations {
     }
 
     /// With `refuse_stale`: whether a CRL of this anchor is past its nextUpdate at `now`.
-    pub fn stale_refusal(&self, issuer_spki: &[u8], now: u64) -> bool {
+    pub(crate) fn stale_refusal(&self, issuer_spki: &[u8], now: u64) -> bool {
         self.refuse_stale
             && self
                 .lists
@@ -83,7 +83,7 @@ impl Revocations {
 
     /// The earliest nextUpdate of this anchor's CRLs, when stale CRLs refuse (bounds how long a
     /// verified chain may stay cached).
-    pub fn refuse_after(&self, issuer_spki: &[u8]) -> Option<u64> {
+    pub(crate) fn refuse_after(&self, issuer_spki: &[u8]) -> Option<u64> {
         self.refuse_stale
             .then(|| {
                 self.lists
@@ -96,7 +96,7 @@ impl Revocations {
     }
 
     /// nextUpdate (Unix seconds) of every CRL past it at `now`, for warnings.
-    pub fn stale(&self, now: u64) -> Vec<u64> {
+    pub(crate) fn stale(&self, now: u64) -> Vec<u64> {
         self.lists
             .iter()
             .filter_map(|(_, _, next)| next.filter(|n| now > *n))

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 /// Peeks (never consumes) the first TLS record and returns the key-share groups of the
 /// ClientHello in it; `None` when it cannot be read in time or is not a whole ClientHello in one
 /// record (rustls then decides as usual).
-pub async fn peek_key_shares(stream: &TcpStream) -> Option<Vec<u16>> {
+pub(crate) async fn peek_key_shares(stream: &TcpStream) -> Option<Vec<u16>> {
     let mut buf = vec![0u8; 5 + 16 * 1024];
     for attempt in 0..20u64 {
         let n = stream.peek(&mut buf).await.ok()?;
@@ -29,7 +29,7 @@ pub async fn peek_key_shares(stream: &TcpStream) -> Option<Vec<u16>> {
 }
 
 /// The key-share groups of a ClientHello record; `Some(empty)` for a hello without key shares.
-pub fn key_share_groups(record: &[u8]) -> Option<Vec<u16>> {
+pub(crate) fn key_share_groups(record: &[u8]) -> Option<Vec<u16>> {
     let u16_at =
         |b: &[u8], i: usize| -> Option<usize> { Some(usize::from(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]))) };
     if *record.first()? != 22 {

@@ -40,7 +40,7 @@ impl ClientIdentity {
     }
 
     /// [`ClientIdentity::from_leaf`] when the leaf's SHA-256 is already known.
-    pub fn from_leaf_with_digest(leaf: &CertificateDer<'_>, digest: &[u8; 32]) -> ClientIdentity {
+    pub(crate) fn from_leaf_with_digest(leaf: &CertificateDer<'_>, digest: &[u8; 32]) -> ClientIdentity {
         let sha256 = hex::encode(digest);
         let (subject, uris, dns_names) = match X509Certificate::from_der(leaf.as_ref()) {
             Ok((_, cert)) => {
@@ -75,7 +75,7 @@ impl ClientIdentity {
 }
 
 /// The `x-forwarded-client-cert` value (see the module doc for the format).
-pub fn xfcc_value(sha256: &str, subject: &str, uris: &[String], dns_names: &[String]) -> String {
+pub(crate) fn xfcc_value(sha256: &str, subject: &str, uris: &[String], dns_names: &[String]) -> String {
     let mut out = format!("Hash={sha256};Subject={}", quoted(subject));
     for uri in uris {
         let _ = write!(out, ";URI={}", maybe_quoted(uri));
@@ -108,7 +108,7 @@ fn quoted(value: &str) -> String {
 }
 
 /// RFC 4514 string form of a distinguished name.
-pub fn rfc4514(name: &X509Name<'_>) -> String {
+pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
     let rdns: Vec<String> = name
         .iter_rdn()
         .map(|rdn| {
@@ -183,7 +183,7 @@ fn ascii_escaped(bytes: &[u8]) -> String {
 
 /// What the refusal log says about a presented certificate.
 #[derive(Debug)]
-pub struct Presented {
+pub(crate) struct Presented {
     pub subject: String,
     pub issuer: String,
     /// Lowercase hex SHA-256 of the DER, as in `x-forwarded-client-cert`.
@@ -192,7 +192,7 @@ pub struct Presented {
 }
 
 impl Presented {
-    pub fn of(der: &CertificateDer<'_>) -> Presented {
+    pub(crate) fn of(der: &CertificateDer<'_>) -> Presented {
         let sha256 = fingerprint(der.as_ref());
         match X509Certificate::from_der(der.as_ref()) {
             Ok((_, cert)) => Presented {
@@ -212,14 +212,14 @@ impl Presented {
 }
 
 /// A leaf's subject, for `allow_subjects`.
-pub struct Subject {
+pub(crate) struct Subject {
     /// RFC 4514 form.
     pub rfc4514: String,
     pub common_names: Vec<String>,
 }
 
 impl Subject {
-    pub fn parse(der: &CertificateDer<'_>) -> Option<Subject> {
+    pub(crate) fn parse(der: &CertificateDer<'_>) -> Option<Subject> {
         let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
         let common_names = cert
             .subject()
@@ -236,7 +236,7 @@ impl Subject {
     /// CN is `name` (other attributes such as O or C may be there); a subject with a second CN
     /// (`CN=origin,CN=attacker`) never matches the shorthand. Anything else must equal the
     /// whole RFC 4514 subject.
-    pub fn matches(&self, wanted: &str) -> bool {
+    pub(crate) fn matches(&self, wanted: &str) -> bool {
         if self.rfc4514 == wanted {
             return true;
         }

@@ -10,7 +10,8 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, TrustAnchor};
 
 /// Cloudflare's Authenticated Origin Pulls CA, embedded so `trust = ["cloudflare"]` needs no file.
-pub const CLOUDFLARE_ORIGIN_PULL_CA: &[u8] = include_bytes!("../../certs/cloudflare/authenticated_origin_pull_ca.pem");
+pub(crate) const CLOUDFLARE_ORIGIN_PULL_CA: &[u8] =
+    include_bytes!("../../certs/cloudflare/authenticated_origin_pull_ca.pem");
 
 /// A file that could not be turned into what it should hold.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,7 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, LoadErr
 }
 
 /// Reads a PKCS#8, SEC1 or PKCS#1 PEM private key.
-pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, LoadError> {
+pub(crate) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, LoadError> {
     let bytes = read(path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         pem::Error::NoItemsFound => LoadError::new(path, "no private key found (expected a PEM PRIVATE KEY block)"),
@@ -70,7 +71,7 @@ pub(crate) fn trusted_cas_for_test(pem: &[u8]) -> Vec<TrustedCa> {
 }
 
 /// The embedded Cloudflare origin-pull CA.
-pub fn cloudflare_ca() -> Vec<TrustedCa> {
+pub(crate) fn cloudflare_ca() -> Vec<TrustedCa> {
     let name = Path::new("cloudflare");
     trusted_cas_from_pem(name, CLOUDFLARE_ORIGIN_PULL_CA, "cloudflare (embedded)")
         .expect("the embedded Cloudflare CA is a valid PEM certificate (checked by tests)")
@@ -135,7 +136,7 @@ fn trusted_cas_from_pem(path: &Path, bytes: &[u8], source: &str) -> Result<Vec<T
 }
 
 /// Whether a certificate says it is a CA (basicConstraints CA:TRUE).
-pub fn is_ca(der: &CertificateDer<'_>) -> bool {
+pub(crate) fn is_ca(der: &CertificateDer<'_>) -> bool {
     x509_parser::parse_x509_certificate(der.as_ref())
         .ok()
         .and_then(|(_, cert)| cert.basic_constraints().ok().flatten().map(|bc| bc.value.ca))
@@ -143,7 +144,7 @@ pub fn is_ca(der: &CertificateDer<'_>) -> bool {
 }
 
 /// notAfter (Unix seconds) of a certificate, if it parses.
-pub fn not_after(der: &CertificateDer<'_>) -> Option<i64> {
+pub(crate) fn not_after(der: &CertificateDer<'_>) -> Option<i64> {
     x509_parser::parse_x509_certificate(der.as_ref())
         .ok()
         .map(|(_, cert)| cert.validity().not_after.timestamp())

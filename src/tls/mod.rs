@@ -100,7 +100,11 @@ pub(crate) fn utc(unix: i64) -> String {
 impl Policy {
     /// The server config for a ClientHello: `groups` it supports, and the groups of the key
     /// shares it sent (`None` when not looked at).
-    pub fn config_for(&self, groups: &[rustls::NamedGroup], shares: Option<&[u16]>) -> &Arc<rustls::ServerConfig> {
+    pub(crate) fn config_for(
+        &self,
+        groups: &[rustls::NamedGroup],
+        shares: Option<&[u16]>,
+    ) -> &Arc<rustls::ServerConfig> {
         let hybrid = rustls::NamedGroup::X25519MLKEM768;
         if let Some(only) = &self.variants.hybrid_only {
             if groups.contains(&hybrid) {

@@ -93,22 +93,22 @@ impl PolicySet {
     }
 
     /// Whether there is anything to select between.
-    pub fn has_hosts(&self) -> bool {
+    pub(crate) fn has_hosts(&self) -> bool {
         !self.hosts.is_empty()
     }
 
     /// The policy for a TLS server name (SNI).
-    pub fn select(&self, server_name: Option<&str>) -> (PolicyId, &Arc<Policy>) {
+    pub(crate) fn select(&self, server_name: Option<&str>) -> (PolicyId, &Arc<Policy>) {
         let id = server_name.map_or(PolicyId::Default, |name| self.lookup(name));
         (id, self.get(id))
     }
 
     /// The policy a request's host (validated by `proxy::authority`, without port) selects.
-    pub fn select_host(&self, host: &str) -> PolicyId {
+    pub(crate) fn select_host(&self, host: &str) -> PolicyId {
         self.lookup(host)
     }
 
-    pub fn get(&self, id: PolicyId) -> &Arc<Policy> {
+    pub(crate) fn get(&self, id: PolicyId) -> &Arc<Policy> {
         match id {
             PolicyId::Default => &self.default,
             PolicyId::Host(i) => &self.hosts[i],
@@ -116,7 +116,7 @@ impl PolicySet {
     }
 
     /// Every policy, default first.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Policy>> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Policy>> {
         std::iter::once(&self.default).chain(self.hosts.iter())
     }
 

@@ -27,22 +27,22 @@ use crate::config::{MinVersion, SessionResumption, TlsConfig};
 
 /// Longest time a session ticket can resume a session: what a resumed connection may skip
 /// (CRL and CA re-checks) is bounded by this.
-pub const TICKET_MAX_AGE: Duration = Duration::from_secs(3600);
+pub(crate) const TICKET_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// Built with `--features fips`: aws-lc-rs's FIPS module, rustls restricted to FIPS-approved
 /// suites and groups (no X25519 alone: X25519MLKEM768, P-256, P-384), extended master secret
 /// required for TLS 1.2, and Cloudflare's shared AOP certificate refused by the config.
-pub const FIPS: bool = cfg!(feature = "fips");
+pub(crate) const FIPS: bool = cfg!(feature = "fips");
 
 /// The one crypto provider. Built explicitly (never `ServerConfig::builder()`), so a second
 /// provider in the dependency tree can never make the process-default ambiguous. With the
 /// `fips` feature this is the FIPS module (rustls filters its defaults to approved algorithms).
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// What `check` and the startup log say about FIPS.
-pub fn fips_status() -> &'static str {
+pub(crate) fn fips_status() -> &'static str {
     match (FIPS, provider().fips()) {
         (true, true) => "active (AWS-LC FIPS module, approved algorithms only)",
         (true, false) => "BUILT BUT NOT ACTIVE (the FIPS module failed its self-test)",
@@ -76,7 +76,7 @@ fn kx_groups(hybrid: bool) -> Vec<&'static dyn rustls::crypto::SupportedKxGroup>
 
 /// Builds a policy's server configs. Fails if the key does not match the certificate or is
 /// unusable.
-pub fn build(
+pub(crate) fn build(
     tls: &TlsConfig,
     http2: bool,
     verifier: Arc<ClientVerifier>,

@@ -24,7 +24,7 @@ use super::load::LoadError;
 
 /// The secrets of a ticket-key file, newest first.
 #[derive(Clone)]
-pub struct TicketSecrets(Vec<[u8; 32]>);
+pub(crate) struct TicketSecrets(Vec<[u8; 32]>);
 
 impl std::fmt::Debug for TicketSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,7 +34,7 @@ impl std::fmt::Debug for TicketSecrets {
 
 impl TicketSecrets {
     /// Reads a ticket-key file: base64 32-byte keys, one a line, `#` comments.
-    pub fn load(path: &Path) -> Result<TicketSecrets, LoadError> {
+    pub(crate) fn load(path: &Path) -> Result<TicketSecrets, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|e| LoadError::at(path, format!("cannot read: {e}")))?;
         let secrets = parse(&text).map_err(|m| LoadError::at(path, m))?;
         if secrets.is_empty() {
@@ -47,7 +47,7 @@ impl TicketSecrets {
     }
 
     /// The ticketer of one policy whose trust material digests to `trust`.
-    pub fn ticketer(&self, trust: &[u8; 32]) -> SharedTickets {
+    pub(crate) fn ticketer(&self, trust: &[u8; 32]) -> SharedTickets {
         let keys = self
             .0
             .iter()
@@ -69,7 +69,7 @@ impl TicketSecrets {
 }
 
 /// Parses the key lines of a ticket-key file.
-pub fn parse(text: &str) -> Result<Vec<[u8; 32]>, String> {
+pub(crate) fn parse(text: &str) -> Result<Vec<[u8; 32]>, String> {
     text.lines()
         .enumerate()
         .map(|(i, line)| (i, line.split('#').next().unwrap_or("").trim()))
@@ -85,7 +85,7 @@ pub fn parse(text: &str) -> Result<Vec<[u8; 32]>, String> {
 }
 
 /// One policy's ticketer over shared keys (see the module doc).
-pub struct SharedTickets {
+pub(crate) struct SharedTickets {
     /// (key id, key), the first encrypts.
     keys: Vec<([u8; 4], LessSafeKey)>,
 }

@@ -58,14 +58,14 @@ pub enum Reason {
 
 impl Reason {
     /// How many reasons there are; [`Reason::index`] is below it.
-    pub const COUNT: usize = 12;
+    pub(crate) const COUNT: usize = 12;
 
     /// A dense index, for per-reason tables.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::NoCertificate => "no_certificate",
             Reason::UnknownIssuer => "unknown_issuer",
@@ -84,7 +84,7 @@ impl Reason {
 
     /// Classifies a failed server handshake. `recorded` is what the verifier noted for this
     /// connection, which is more precise than the error rustls returns.
-    pub fn of_handshake_error(error: &std::io::Error, recorded: Option<Reason>) -> Reason {
+    pub(crate) fn of_handshake_error(error: &std::io::Error, recorded: Option<Reason>) -> Reason {
         if let Some(reason) = recorded {
             return reason;
         }
@@ -123,7 +123,7 @@ tokio::task_local! {
 
 /// What a handshake learned, kept for the connection's task that runs it.
 #[derive(Debug, Default)]
-pub struct HandshakeNotes {
+pub(crate) struct HandshakeNotes {
     rejection: Cell<Option<Reason>>,
     chain_not_after: Cell<Option<u64>>,
     session_started: Cell<Option<u64>>,
@@ -132,7 +132,7 @@ pub struct HandshakeNotes {
 
 /// A copy of [`HandshakeNotes`] once the handshake is over.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Notes {
+pub(crate) struct Notes {
     /// Why the verifier refused the client.
     pub rejection: Option<Reason>,
     /// The leaf the client presented, when the verifier refused it (for the refusal log).
@@ -145,7 +145,7 @@ pub struct Notes {
 }
 
 /// Runs a handshake future with fresh notes, and returns its output with what they recorded.
-pub async fn with_handshake_notes<F: Future>(handshake: F) -> (F::Output, Notes) {
+pub(crate) async fn with_handshake_notes<F: Future>(handshake: F) -> (F::Output, Notes) {
     NOTES
         .scope(HandshakeNotes::default(), async {
             let output = handshake.await;
@@ -234,7 +234,7 @@ impl ClientVerifier {
 
     /// The identity of an accepted leaf, derived once per distinct leaf (bounded: the map is
     /// emptied when it reaches [`cache::CAPACITY`] entries).
-    pub fn identity(&self, leaf: &CertificateDer<'_>) -> Arc<ClientIdentity> {
+    pub(crate) fn identity(&self, leaf: &CertificateDer<'_>) -> Arc<ClientIdentity> {
         let digest = sha256(leaf.as_ref());
         let mut identities = self.identities.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(identity) = identities.get(&digest) {
@@ -347,7 +347,7 @@ impl ClientVerifier {
     }
 
     /// nextUpdate (Unix seconds) of each of this policy's CRLs that is past it at `now`.
-    pub fn stale_crls(&self, now: u64) -> Vec<u64> {
+    pub(crate) fn stale_crls(&self, now: u64) -> Vec<u64> {
         self.revocations.stale(now)
     }
 

@@ -70,7 +70,7 @@ access_log = true
 }
 
 /// A tiny HTTP/1.1 backend that answers every request with what it received.
-pub async fn echo_backend(listener: TcpListener) {
+pub(crate) async fn echo_backend(listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

@@ -1116,7 +1116,7 @@ impl AsyncWrite for Counting {
 }
 
 /// User + system CPU time of this process, microseconds (Linux `/proc`; USER_HZ is 100).
-pub fn process_cpu_us() -> Option<u64> {
+pub(crate) fn process_cpu_us() -> Option<u64> {
     // CLOCK_PROCESS_CPUTIME_ID: every thread, nanosecond resolution (getrusage's figure).
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     let nanos = u64::try_from(t.tv_sec).ok()? * 1_000_000_000 + u64::try_from(t.tv_nsec).ok()?;
@@ -1125,7 +1125,7 @@ pub fn process_cpu_us() -> Option<u64> {
 
 /// User + system CPU time of process `pid` (all its threads), microseconds, from
 /// `/proc/PID/stat` (clock-tick resolution: no syscall reads another process's usage).
-pub fn cpu_us_of(pid: &str) -> Option<u64> {
+pub(crate) fn cpu_us_of(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields resume after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();

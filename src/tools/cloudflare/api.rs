@@ -16,7 +16,7 @@ use http::{header, HeaderValue, Method, StatusCode, Uri};
 use serde_json::Value;
 
 /// Cloudflare's API base.
-pub const DEFAULT_BASE: &str = "https://api.cloudflare.com/client/v4";
+pub(crate) const DEFAULT_BASE: &str = "https://api.cloudflare.com/client/v4";
 /// Attempts for a request answered 429 or 5xx (or not answered at all).
 const ATTEMPTS: u32 = 4;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,7 +34,7 @@ pub struct Api {
 /// A Cloudflare API failure, with the envelope's errors.
 #[derive(Debug, thiserror::Error)]
 #[error("{method} {path}: HTTP {status}: {}{hint}", format_errors(errors))]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub method: Method,
     pub path: String,
     pub status: u16,
@@ -96,20 +96,14 @@ impl Api {
         Ok(api)
     }
 
-    /// Shortens the retry backoff (tests).
-    pub fn with_backoff(mut self, backoff: Duration) -> Api {
-        self.backoff = backoff;
-        self
-    }
-
-    pub fn dry_run(&self) -> bool {
+    pub(crate) fn dry_run(&self) -> bool {
         self.dry_run
     }
 
     /// Sends a request and returns the envelope's `result`. In dry-run mode, prints the request
     /// (private keys redacted) and returns `Value::Null` for writes; reads are still sent when a
     /// token is available, so a dry run can show what would change.
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         if self.dry_run && (method != Method::GET || self.token.is_empty()) {
             let shown = body.as_ref().map(redacted).map(|b| format!(" {b}")).unwrap_or_default();
             println!("dry-run: {method} {}{path}{shown}", self.base);
