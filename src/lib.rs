@@ -40,6 +40,10 @@
 //! Around it: [`cli`] (the command line) and [`tools`]: `check` (the policy in words),
 //! `loadgen` (`loadtest`), `cloudflare` (the API side of AOP), `pki`, `demo`.
 
+// Most items are pub(crate); the module docs are for maintainers, who read them with
+// `cargo doc --document-private-items`, where these links resolve.
+#![allow(rustdoc::private_intra_doc_links)]
+
 // The serving path.
 pub mod admin;
 pub mod app;

@@ -6,7 +6,7 @@
 //! RFC 6125 §6.4.3 and every TLS stack. Matching ignores ASCII case and one trailing dot of the
 //! name; a name that itself contains `*` (a wildcard SAN in a client certificate) never matches:
 //! patterns are ours to write, not the CA's. `tls::select::NameIndex` is the hashed form of the
-//! same rule for SNI lookups, property-tested against [`matches`].
+//! same rule for SNI lookups, property-tested against [`matches()`].
 
 /// Validates a pattern from the config; returns its canonical form (lowercase, no trailing dot).
 pub(crate) fn parse(text: &str) -> Result<String, String> {
