@@ -107,10 +107,12 @@ pub struct TlsConfig {
 }
 
 /// `tls.key_exchange`: how X25519MLKEM768 (post-quantum hybrid) is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum KeyExchange {
     /// A client that supports the hybrid gets it, with a HelloRetryRequest when it sent only a
     /// classical key share (Cloudflare's default "supported" setting).
+    #[default]
     HybridPreferred,
     /// The hybrid only when the client sent a hybrid key share: never an extra round trip.
     HybridIfSent,
@@ -128,14 +130,21 @@ impl KeyExchange {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `tls.min_version`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub enum MinVersion {
+    #[default]
+    #[serde(rename = "1.2")]
     Tls12,
+    #[serde(rename = "1.3")]
     Tls13,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `tls.session_resumption`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SessionResumption {
+    #[default]
     Tickets,
     Off,
 }
@@ -281,8 +290,10 @@ pub struct HeadersConfig {
 }
 
 /// `headers.with_underscores`: Envoy's `headers_with_underscores_action`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Underscores {
+    #[default]
     Allow,
     Drop,
     Reject,
@@ -303,9 +314,11 @@ pub const DEFAULT_STRIP: [&str; 10] = [
     "ssl-client-verify",
 ];
 
-/// Which identity headers the backend receives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which identity headers the backend receives (`headers.client_cert`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ClientCertHeaders {
+    #[default]
     Xfcc,
     Rfc9440,
     Both,
@@ -339,10 +352,30 @@ pub struct LogConfig {
     pub access_log: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `log.format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    #[default]
     Text,
     Json,
+}
+
+/// `listener.proxy_protocol`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ProxyProtocol {
+    #[default]
+    Off,
+    Required,
+}
+
+/// `client_auth.crl_stale`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum CrlStale {
+    Warn,
+    Refuse,
 }
 
 impl Config {
@@ -443,6 +476,17 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 /// `expected an integer, found a string "10000"`.
 fn plain_message(message: &str) -> String {
     let message = message.trim();
+    // `unknown variant `1.1`, expected `1.2` or `1.3`` -> `unsupported value "1.1" (expected
+    // "1.2" or "1.3")`: the wording the config reference uses.
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        if let Some((value, expected)) = rest.split_once(", expected ") {
+            let expected = expected.trim_start_matches("one of ").replace('`', "\"");
+            return format!(
+                "unsupported value \"{}\" (expected {expected})",
+                value.trim_matches('`')
+            );
+        }
+    }
     let Some(rest) = message.strip_prefix("invalid type: ") else {
         return message.to_string();
     };
@@ -536,7 +580,7 @@ struct RawListener {
     max_handshakes: i64,
     drain_timeout: String,
     shutdown_delay: String,
-    proxy_protocol: String,
+    proxy_protocol: ProxyProtocol,
     proxy_protocol_from: Vec<String>,
 }
 
@@ -555,7 +599,7 @@ impl Default for RawListener {
             max_handshakes: 1024,
             drain_timeout: "30s".into(),
             shutdown_delay: "0s".into(),
-            proxy_protocol: "off".into(),
+            proxy_protocol: ProxyProtocol::Off,
             proxy_protocol_from: Vec::new(),
         }
     }
@@ -566,26 +610,14 @@ impl Default for RawListener {
 struct RawTls {
     certificate: String,
     private_key: String,
-    #[serde(default = "default_min_version")]
-    min_version: String,
-    #[serde(default = "default_resumption")]
-    session_resumption: String,
+    #[serde(default)]
+    min_version: MinVersion,
+    #[serde(default)]
+    session_resumption: SessionResumption,
     #[serde(default)]
     ticket_keys: String,
-    #[serde(default = "default_key_exchange")]
-    key_exchange: String,
-}
-
-fn default_key_exchange() -> String {
-    "hybrid-preferred".into()
-}
-
-fn default_min_version() -> String {
-    "1.2".into()
-}
-
-fn default_resumption() -> String {
-    "tickets".into()
+    #[serde(default)]
+    key_exchange: KeyExchange,
 }
 
 /// `[client_auth]` and `[hosts.client_auth]`: every key optional, so a host falls back key by
@@ -596,7 +628,7 @@ struct RawClientAuth {
     trust: Option<Vec<String>>,
     verify_depth: Option<i64>,
     crl: Option<Vec<String>>,
-    crl_stale: Option<String>,
+    crl_stale: Option<CrlStale>,
     verify_cache: Option<bool>,
     allow_subjects: Option<Vec<String>>,
     allow_dns_names: Option<Vec<String>>,
@@ -773,18 +805,18 @@ fn upstream_protocol(file: &Path, key: &str, value: &str, https: bool) -> Result
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawHeaders {
-    client_cert: String,
+    client_cert: ClientCertHeaders,
     x_forwarded: bool,
-    with_underscores: String,
+    with_underscores: Underscores,
     strip: Vec<String>,
 }
 
 impl Default for RawHeaders {
     fn default() -> Self {
         RawHeaders {
-            client_cert: "xfcc".into(),
+            client_cert: ClientCertHeaders::default(),
             x_forwarded: true,
-            with_underscores: "allow".into(),
+            with_underscores: Underscores::default(),
             strip: DEFAULT_STRIP.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -793,7 +825,7 @@ impl Default for RawHeaders {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawLog {
-    format: String,
+    format: LogFormat,
     level: String,
     access_log: bool,
 }
@@ -801,7 +833,7 @@ struct RawLog {
 impl Default for RawLog {
     fn default() -> Self {
         RawLog {
-            format: "text".into(),
+            format: LogFormat::default(),
             level: "info".into(),
             access_log: true,
         }
@@ -815,123 +847,17 @@ const MAX_HEADER_BYTES: i64 = 1024 * 1024;
 const MAX_VERIFY_DEPTH: i64 = 7;
 
 impl RawConfig {
+    /// Validates table by table; each `resolve` names its own keys.
     fn validate(self, file: &Path) -> Result<Config, ConfigError> {
         let err = |key: &str, message: String| ConfigError::new(file, key, message);
-
-        let l = self.listener;
-        let listener = ListenerConfig {
-            address: l.address.parse().map_err(|_| {
-                err(
-                    "listener.address",
-                    format!(
-                        "invalid socket address {:?} (expected e.g. \"0.0.0.0:8443\" or \"[::]:443\")",
-                        l.address
-                    ),
-                )
-            })?,
-            handshake_timeout: duration(file, "listener.handshake_timeout", &l.handshake_timeout)?,
-            header_read_timeout: duration(file, "listener.header_read_timeout", &l.header_read_timeout)?,
-            idle_timeout: duration(file, "listener.idle_timeout", &l.idle_timeout)?,
-            max_connections: in_range(file, "listener.max_connections", l.max_connections, 1, 1 << 20)?,
-            max_header_bytes: in_range(
-                file,
-                "listener.max_header_bytes",
-                l.max_header_bytes,
-                MIN_HEADER_BYTES,
-                MAX_HEADER_BYTES,
-            )?,
-            http2: l.http2,
-            allow_peers: l
-                .allow_peers
-                .iter()
-                .enumerate()
-                .map(|(i, entry)| {
-                    crate::peers::parse_peers(entry).map_err(|m| err(&format!("listener.allow_peers[{i}]"), m))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .flatten()
-                .collect(),
-            embedded_cloudflare_ranges: l.allow_peers.iter().any(|p| p == "cloudflare"),
-            peer_files: l
-                .allow_peers
-                .iter()
-                .filter_map(|p| p.strip_prefix("file:"))
-                .map(PathBuf::from)
-                .collect(),
-            max_connection_age: duration(file, "listener.max_connection_age", &l.max_connection_age)?,
-            max_handshakes: in_range(file, "listener.max_handshakes", l.max_handshakes, 1, 1 << 20)?,
-            drain_timeout: duration(file, "listener.drain_timeout", &l.drain_timeout)?,
-            shutdown_delay: parse_duration(&l.shutdown_delay)
-                .map_err(|m| ConfigError::new(file, "listener.shutdown_delay", m))?,
-            proxy_protocol: match l.proxy_protocol.as_str() {
-                "off" => false,
-                "required" => true,
-                other => {
-                    return Err(err(
-                        "listener.proxy_protocol",
-                        format!("unsupported value {other:?} (expected \"off\" or \"required\")"),
-                    ))
-                }
-            },
-            proxy_protocol_from: l
-                .proxy_protocol_from
-                .iter()
-                .enumerate()
-                .map(|(i, entry)| {
-                    crate::peers::parse_peers(entry).map_err(|m| err(&format!("listener.proxy_protocol_from[{i}]"), m))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .flatten()
-                .collect(),
-        };
-
+        let listener = self.listener.resolve(file)?;
         let t = self.tls.ok_or_else(|| {
             err(
                 "tls",
                 "missing table: [tls] with certificate and private_key is required".into(),
             )
         })?;
-        let tls = TlsConfig {
-            certificate: non_empty_path(file, "tls.certificate", &t.certificate)?,
-            private_key: non_empty_path(file, "tls.private_key", &t.private_key)?,
-            min_version: match t.min_version.as_str() {
-                "1.2" => MinVersion::Tls12,
-                "1.3" => MinVersion::Tls13,
-                other => {
-                    return Err(err(
-                        "tls.min_version",
-                        format!("unsupported value {other:?} (expected \"1.2\" or \"1.3\")"),
-                    ))
-                }
-            },
-            session_resumption: match t.session_resumption.as_str() {
-                "tickets" => SessionResumption::Tickets,
-                "off" => SessionResumption::Off,
-                other => {
-                    return Err(err(
-                        "tls.session_resumption",
-                        format!("unsupported value {other:?} (expected \"tickets\" or \"off\")"),
-                    ))
-                }
-            },
-            ticket_keys: (!t.ticket_keys.is_empty()).then(|| PathBuf::from(&t.ticket_keys)),
-            key_exchange: match t.key_exchange.as_str() {
-                "hybrid-preferred" => KeyExchange::HybridPreferred,
-                "hybrid-if-sent" => KeyExchange::HybridIfSent,
-                "classical" => KeyExchange::Classical,
-                other => {
-                    return Err(err(
-                        "tls.key_exchange",
-                        format!(
-                            "unsupported value {other:?} (expected \"hybrid-preferred\", \"hybrid-if-sent\" or \"classical\")"
-                        ),
-                    ))
-                }
-            },
-        };
-
+        let tls = t.resolve(file)?;
         let defaults = ClientAuthConfig {
             trust: vec![TrustSource::Cloudflare],
             verify_depth: 1,
@@ -977,48 +903,7 @@ impl RawConfig {
             });
         }
 
-        let headers = HeadersConfig {
-            client_cert: match self.headers.client_cert.as_str() {
-                "xfcc" => ClientCertHeaders::Xfcc,
-                "rfc9440" => ClientCertHeaders::Rfc9440,
-                "both" => ClientCertHeaders::Both,
-                "none" => ClientCertHeaders::None,
-                other => {
-                    return Err(err(
-                        "headers.client_cert",
-                        format!("unsupported value {other:?} (expected \"xfcc\", \"rfc9440\", \"both\" or \"none\")"),
-                    ))
-                }
-            },
-            x_forwarded: self.headers.x_forwarded,
-            with_underscores: match self.headers.with_underscores.as_str() {
-                "allow" => Underscores::Allow,
-                "drop" => Underscores::Drop,
-                "reject" => Underscores::Reject,
-                other => {
-                    return Err(err(
-                        "headers.with_underscores",
-                        format!("unsupported value {other:?} (expected \"allow\", \"drop\" or \"reject\")"),
-                    ))
-                }
-            },
-            strip: self
-                .headers
-                .strip
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    // Stored in the `-` spelling: matching folds `_` into `-` anyway.
-                    http::HeaderName::from_bytes(name.replace('_', "-").as_bytes()).map_err(|_| {
-                        err(
-                            &format!("headers.strip[{i}]"),
-                            format!("{name:?} is not a valid header name"),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        };
-
+        let headers = self.headers.resolve(file)?;
         let admin = match self.admin {
             None => None,
             Some(a) => Some(AdminConfig {
@@ -1034,25 +919,7 @@ impl RawConfig {
             }),
         };
 
-        let log = LogConfig {
-            format: match self.log.format.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                other => {
-                    return Err(err(
-                        "log.format",
-                        format!("unsupported value {other:?} (expected \"text\" or \"json\")"),
-                    ))
-                }
-            },
-            level: {
-                tracing_subscriber::EnvFilter::try_new(&self.log.level)
-                    .map_err(|e| err("log.level", format!("invalid filter {:?}: {e}", self.log.level)))?;
-                self.log.level
-            },
-            access_log: self.log.access_log,
-        };
-
+        let log = self.log.resolve(file)?;
         let reload = ReloadConfig {
             watch: self.reload.watch,
             debounce: duration(file, "reload.debounce", &self.reload.debounce)?,
@@ -1069,6 +936,125 @@ impl RawConfig {
             headers,
             admin,
             log,
+        })
+    }
+}
+
+impl RawListener {
+    fn resolve(self, file: &Path) -> Result<ListenerConfig, ConfigError> {
+        let err = |key: &str, message: String| ConfigError::new(file, key, message);
+        let l = self;
+        Ok(ListenerConfig {
+            address: l.address.parse().map_err(|_| {
+                err(
+                    "listener.address",
+                    format!(
+                        "invalid socket address {:?} (expected e.g. \"0.0.0.0:8443\" or \"[::]:443\")",
+                        l.address
+                    ),
+                )
+            })?,
+            handshake_timeout: duration(file, "listener.handshake_timeout", &l.handshake_timeout)?,
+            header_read_timeout: duration(file, "listener.header_read_timeout", &l.header_read_timeout)?,
+            idle_timeout: duration(file, "listener.idle_timeout", &l.idle_timeout)?,
+            max_connections: in_range(file, "listener.max_connections", l.max_connections, 1, 1 << 20)?,
+            max_header_bytes: in_range(
+                file,
+                "listener.max_header_bytes",
+                l.max_header_bytes,
+                MIN_HEADER_BYTES,
+                MAX_HEADER_BYTES,
+            )?,
+            http2: l.http2,
+            allow_peers: l
+                .allow_peers
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    crate::peers::parse_peers(entry).map_err(|m| err(&format!("listener.allow_peers[{i}]"), m))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
+            embedded_cloudflare_ranges: l.allow_peers.iter().any(|p| p == "cloudflare"),
+            peer_files: l
+                .allow_peers
+                .iter()
+                .filter_map(|p| p.strip_prefix("file:"))
+                .map(PathBuf::from)
+                .collect(),
+            max_connection_age: duration(file, "listener.max_connection_age", &l.max_connection_age)?,
+            max_handshakes: in_range(file, "listener.max_handshakes", l.max_handshakes, 1, 1 << 20)?,
+            drain_timeout: duration(file, "listener.drain_timeout", &l.drain_timeout)?,
+            shutdown_delay: parse_duration(&l.shutdown_delay)
+                .map_err(|m| ConfigError::new(file, "listener.shutdown_delay", m))?,
+            proxy_protocol: l.proxy_protocol == ProxyProtocol::Required,
+            proxy_protocol_from: l
+                .proxy_protocol_from
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    crate::peers::parse_peers(entry).map_err(|m| err(&format!("listener.proxy_protocol_from[{i}]"), m))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
+        })
+    }
+}
+
+impl RawTls {
+    fn resolve(self, file: &Path) -> Result<TlsConfig, ConfigError> {
+        let t = self;
+        Ok(TlsConfig {
+            certificate: non_empty_path(file, "tls.certificate", &t.certificate)?,
+            private_key: non_empty_path(file, "tls.private_key", &t.private_key)?,
+            min_version: t.min_version,
+            session_resumption: t.session_resumption,
+            ticket_keys: (!t.ticket_keys.is_empty()).then(|| PathBuf::from(&t.ticket_keys)),
+            key_exchange: t.key_exchange,
+        })
+    }
+}
+
+impl RawHeaders {
+    fn resolve(self, file: &Path) -> Result<HeadersConfig, ConfigError> {
+        let err = |key: &str, message: String| ConfigError::new(file, key, message);
+        Ok(HeadersConfig {
+            client_cert: self.client_cert,
+            x_forwarded: self.x_forwarded,
+            with_underscores: self.with_underscores,
+            strip: self
+                .strip
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    // Stored in the `-` spelling: matching folds `_` into `-` anyway.
+                    http::HeaderName::from_bytes(name.replace('_', "-").as_bytes()).map_err(|_| {
+                        err(
+                            &format!("headers.strip[{i}]"),
+                            format!("{name:?} is not a valid header name"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl RawLog {
+    fn resolve(self, file: &Path) -> Result<LogConfig, ConfigError> {
+        let err = |key: &str, message: String| ConfigError::new(file, key, message);
+        Ok(LogConfig {
+            format: self.format,
+            level: {
+                tracing_subscriber::EnvFilter::try_new(&self.level)
+                    .map_err(|e| err("log.level", format!("invalid filter {:?}: {e}", self.level)))?;
+                self.level
+            },
+            access_log: self.access_log,
         })
     }
 }
@@ -1117,16 +1103,9 @@ impl RawClientAuth {
                 .map(|(i, p)| non_empty_path(file, &key(&format!("crl[{i}]")), p))
                 .collect::<Result<_, _>>()?,
         };
-        let crl_stale_refuse = match self.crl_stale.as_deref() {
+        let crl_stale_refuse = match self.crl_stale {
             None => parent.crl_stale_refuse,
-            Some("warn") => false,
-            Some("refuse") => true,
-            Some(other) => {
-                return Err(err(
-                    key("crl_stale"),
-                    format!("unsupported value {other:?} (expected \"warn\" or \"refuse\")"),
-                ))
-            }
+            Some(stale) => stale == CrlStale::Refuse,
         };
         let p = &parent.allow;
         let allow = AllowLists {
@@ -1412,6 +1391,28 @@ mod tests {
 
     fn upstream_target(file: &Path, url: &str) -> Result<UpstreamTarget, ConfigError> {
         upstream_target_at(file, "upstream.url", url)
+    }
+
+    #[test]
+    #[cfg_attr(
+        feature = "fips",
+        ignore = "relies on the default trust = [\"cloudflare\"], which a FIPS build refuses"
+    )]
+    fn enum_values_are_checked_by_serde_and_named_like_the_reference() {
+        let text = MINIMAL.replace("[upstream]", "[headers]\nclient_cert = \"xfc\"\n[upstream]");
+        let e = Config::from_toml(Path::new("t"), &text).expect_err("bad enum");
+        assert_eq!(e.key, "headers.client_cert");
+        assert!(
+            e.message
+                .starts_with(r#"unsupported value "xfc" (expected "xfcc", "rfc9440", "both", "none")"#),
+            "{}",
+            e.message
+        );
+        let text = MINIMAL.replace("[upstream]", "[log]\nformat = \"json\"\n[upstream]");
+        assert_eq!(
+            Config::from_toml(Path::new("t"), &text).map(|c| c.log.format).ok(),
+            Some(LogFormat::Json)
+        );
     }
 
     #[test]
