@@ -24,13 +24,13 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A complete config for the fixture's files; `extra` replaces nothing, it is appended.
+/// A complete config for the fixture's files, with these `[client_auth]` lines (they replace
+/// the fixture's trust when they set one).
 fn config_text(fx: &Fixture, client_auth: &str) -> String {
-    let d = fx.dir.path().display();
-    format!(
-        "[listener]\naddress = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
-         [client_auth]\n{client_auth}\n[upstream]\nurl = \"http://127.0.0.1:9\"\n"
-    )
+    fx.toml("http://127.0.0.1:9")
+        .remove("client_auth", "trust")
+        .lines("client_auth", client_auth)
+        .text()
 }
 
 fn check(path: &Path) -> Output {
@@ -321,59 +321,31 @@ fn warns_about_a_ca_expiring_within_30_days() {
 async fn json_access_log_parses_and_carries_the_identity() {
     let fx = Fixture::new();
     let backend = Backend::tcp().await;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    let d = fx.dir.path().display();
-    let text = format!(
-        "[listener]\naddress = \"127.0.0.1:{port}\"\n[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
-         [client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n[upstream]\nurl = \"{}\"\n[log]\nformat = \"json\"\naccess_log = true\n",
-        backend.url()
-    );
-    let path = fx.write("og.toml", &text);
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["serve", "--config", path.to_str().expect("utf-8")])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let deadline = Instant::now() + WAIT;
-    let (status, _, _) = loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break request(addr, fx.client_config(Some(&fx.client)), get("/logged?q=1")).await;
-        }
-        assert!(Instant::now() < deadline, "serve never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // Port 0: serve logs the address it bound, which serve_with reads.
+    let served = serve_with(
+        &fx,
+        &backend.url(),
+        ServeOptions {
+            access_log: true,
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let (status, _, _) = request(served.addr, fx.client_config(Some(&fx.client)), get("/logged?q=1")).await;
     assert_eq!(status, 200);
-    let pid = child.id().expect("pid").to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let mut stderr = String::new();
-    use tokio::io::AsyncReadExt;
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .await
-        .expect("read");
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("exits")
-        .expect("status");
-    assert_eq!(status.code(), Some(0));
-
-    let lines: Vec<serde_json::Value> = stderr
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect();
+    served.signal("TERM");
+    let lines = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let lines = served.log();
+            if lines.iter().any(|v| v["target"] == "originguard::access") || Instant::now() > deadline {
+                break lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert_eq!(served.wait(), Some(0));
+    let stderr = lines.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n");
     let access = lines
         .iter()
         .find(|v| v["target"] == "originguard::access")

@@ -809,12 +809,10 @@ async fn ips_are_fetched_without_a_token_and_written_for_allow_peers_file() {
         "{text}"
     );
     // The file is an allow_peers source: read and checked like the config.
-    let d = fx.dir.path().display();
     let config = |peers: &str| {
-        format!(
-            "[listener]\naddress = \"127.0.0.1:0\"\nallow_peers = [\"{peers}\"]\n[tls]\ncertificate = \"{d}/server.pem\"\n\
-             private_key = \"{d}/server.key\"\n[client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n[upstream]\nurl = \"http://127.0.0.1:9\"\n"
-        )
+        fx.toml("http://127.0.0.1:9")
+            .set("listener", format!("allow_peers = [\"{peers}\"]"))
+            .text()
     };
     let check = |path: &std::path::Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_originguard"))

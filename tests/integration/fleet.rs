@@ -235,14 +235,20 @@ async fn a_secret_style_symlink_swap_is_served_without_a_signal_and_a_broken_one
     std::fs::create_dir_all(&secret).expect("mkdir");
     let first = fx.server_ca.leaf(Leaf::server());
     secret_version(&secret, "v1", &first.pem, &first.key_pem);
-    let d = fx.dir.path().display();
-    let text = format!(
-        "[listener]\naddress = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{d}/secret/server.pem\"\nprivate_key = \"{d}/secret/server.key\"\n\
-         [client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n[upstream]\nurl = \"{}\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
-         [log]\naccess_log = false\n[reload]\nwatch = true\ndebounce = \"200ms\"\n",
-        backend.url()
-    );
-    let path = fx.write("og.toml", &text);
+    let path = fx
+        .toml(&backend.url())
+        .set(
+            "tls",
+            format!("certificate = \"{}\"", secret.join("server.pem").display()),
+        )
+        .set(
+            "tls",
+            format!("private_key = \"{}\"", secret.join("server.key").display()),
+        )
+        .set("admin", "address = \"127.0.0.1:0\"")
+        .set("reload", "watch = true")
+        .set("reload", "debounce = \"200ms\"")
+        .write(&fx.path("og.toml"));
     let proxy = spawn_proxy(originguard::config::Config::load(&path).expect("valid")).await;
     assert_eq!(served_certificate(&fx, proxy.addr).await, first.chain[0]);
 

@@ -191,12 +191,10 @@ async fn allow_lists_refuse_a_sibling_from_the_same_ca() {
         "allow_cert_sha256 = [\"{}\"]\nallow_spki_sha256 = [\"{pin}\"]\nallow_dns_names = [\"*.clients.test\"]",
         cert_hex.join(":")
     );
-    let d = fx.dir.path().display();
-    let text = format!(
-        "[listener]\naddress = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
-         [client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n{toml_lists}\n[upstream]\nurl = \"http://127.0.0.1:9\"\n"
-    );
-    let config = Config::from_toml(&fx.path("og.toml"), &text).expect("valid");
+    let config = fx
+        .toml("http://127.0.0.1:9")
+        .lines("client_auth", &toml_lists)
+        .config(&fx.path("og.toml"));
     let proxy = spawn_proxy(config).await;
     assert_eq!(refusal(proxy.addr, fx.client_config(Some(good))).await, None);
     assert_eq!(

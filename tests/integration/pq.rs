@@ -225,11 +225,13 @@ async fn pki_makes_ml_dsa_cas_and_clients_that_the_proxy_accepts() {
         "ml-dsa-44",
     ]);
     // check names the CA's algorithm.
-    let d = fx.dir.path().display();
-    let toml = format!(
-        "[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
-         [client_auth]\ntrust = [\"{d}/aop-ca/ca.pem\"]\n[upstream]\nurl = \"http://127.0.0.1:9\"\n"
-    );
+    let toml = fx
+        .toml("http://127.0.0.1:9")
+        .set(
+            "client_auth",
+            format!("trust = [\"{}\"]", fx.path("aop-ca/ca.pem").display()),
+        )
+        .text();
     let checked = std::process::Command::new(env!("CARGO_BIN_EXE_originguard"))
         .args(["check", "--config"])
         .arg(fx.write("mldsa.toml", &toml))

@@ -36,6 +36,85 @@ pub use pki::{Ca, ClientCert, Leaf};
 pub use process::{serve, serve_with, ServeOptions, Served};
 pub use raw::{RawBackend, WireRequest};
 
+/// A test config, built table by table: the one way tests write TOML (see [`Fixture::toml`]).
+#[derive(Clone, Debug, Default)]
+pub struct Toml {
+    /// (table, its `key = value` lines), in order.
+    tables: Vec<(String, Vec<String>)>,
+    /// Verbatim text after the tables (`[[hosts]]` and the like).
+    tail: String,
+}
+
+impl Toml {
+    /// Sets `key = value` in `[table]`, replacing the key if present.
+    pub fn set(mut self, table: &str, line: impl Into<String>) -> Toml {
+        let line = line.into();
+        let key = line.split('=').next().unwrap_or("").trim().to_string();
+        let lines = match self.tables.iter().position(|(t, _)| t == table) {
+            Some(i) => &mut self.tables[i].1,
+            None => {
+                self.tables.push((table.to_string(), Vec::new()));
+                &mut self.tables.last_mut().expect("just pushed").1
+            }
+        };
+        match lines
+            .iter()
+            .position(|l| l.split('=').next().unwrap_or("").trim() == key)
+        {
+            Some(i) => lines[i] = line,
+            None => lines.push(line),
+        }
+        self
+    }
+
+    /// Sets every `key = value` line of `text` in `[table]`.
+    pub fn lines(self, table: &str, text: &str) -> Toml {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .fold(self, |toml, line| toml.set(table, line))
+    }
+
+    /// Removes `key` from `[table]`.
+    pub fn remove(mut self, table: &str, key: &str) -> Toml {
+        if let Some((_, lines)) = self.tables.iter_mut().find(|(t, _)| t == table) {
+            lines.retain(|l| l.split('=').next().unwrap_or("").trim() != key);
+        }
+        self
+    }
+
+    /// Appends verbatim TOML after the tables.
+    pub fn append(mut self, text: &str) -> Toml {
+        self.tail.push_str(text);
+        self.tail.push('\n');
+        self
+    }
+
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (table, lines) in &self.tables {
+            out.push_str(&format!("[{table}]\n"));
+            for line in lines {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out.push_str(&self.tail);
+        out
+    }
+
+    /// Writes the file and returns its path.
+    pub fn write(&self, path: &Path) -> PathBuf {
+        std::fs::write(path, self.text()).expect("write config");
+        path.to_path_buf()
+    }
+
+    /// Parses it as if read from `path`.
+    pub fn config(&self, path: &Path) -> Config {
+        Config::from_toml(path, &self.text()).unwrap_or_else(|e| panic!("invalid test config: {e}\n{}", self.text()))
+    }
+}
+
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -285,40 +364,34 @@ impl Fixture {
         path
     }
 
-    /// The base config: listener on 127.0.0.1:0, the fixture's server cert, the client CA
-    /// trusted, the given upstream, access log off.
-    pub fn config(&self, upstream_url: &str) -> Config {
+    /// The base config as a builder: listener on 127.0.0.1:0, the fixture's server cert, the
+    /// client CA trusted, the given upstream, access log off, no file watching.
+    pub fn toml(&self, upstream_url: &str) -> Toml {
         let d = self.dir.path().display();
-        let toml = format!(
-            r#"
-            [listener]
-            address = "127.0.0.1:0"
-            [tls]
-            certificate = "{d}/server.pem"
-            private_key = "{d}/server.key"
-            [client_auth]
-            trust = ["{d}/client-ca.pem"]
-            [upstream]
-            url = "{upstream_url}"
-            [log]
-            access_log = false
-            [reload]
-            watch = false
-            "#
-        );
-        Config::from_toml(&self.path("originguard.toml"), &toml).expect("valid test config")
+        Toml::default()
+            .set("listener", "address = \"127.0.0.1:0\"")
+            .set("tls", format!("certificate = \"{d}/server.pem\""))
+            .set("tls", format!("private_key = \"{d}/server.key\""))
+            .set("client_auth", format!("trust = [\"{d}/client-ca.pem\"]"))
+            .set("upstream", format!("url = \"{upstream_url}\""))
+            .set("log", "access_log = false")
+            .set("reload", "watch = false")
+    }
+
+    /// The base config, parsed (not written).
+    pub fn config(&self, upstream_url: &str) -> Config {
+        self.toml(upstream_url).config(&self.path("originguard.toml"))
     }
 
     /// Writes a config file (admin on 127.0.0.1:0, `client_auth` lines as given, plus `extra`
     /// tables) and loads it, so reloads re-read the same file.
     pub fn write_config(&self, upstream_url: &str, client_auth: &str, extra: &str) -> Config {
-        let d = self.dir.path().display();
-        let toml = format!(
-            "[listener]\naddress = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
-             [client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n{client_auth}\n[upstream]\nurl = \"{upstream_url}\"\n\
-             [admin]\naddress = \"127.0.0.1:0\"\n[log]\naccess_log = false\n[reload]\nwatch = false\n{extra}\n"
-        );
-        let path = self.write("originguard.toml", &toml);
+        let path = self
+            .toml(upstream_url)
+            .lines("client_auth", client_auth)
+            .set("admin", "address = \"127.0.0.1:0\"")
+            .append(extra)
+            .write(&self.path("originguard.toml"));
         Config::load(&path).expect("valid test config")
     }
 

@@ -51,13 +51,16 @@ pub async fn serve(fx: &Fixture, upstream: &str, listener_extra: &str) -> Served
 }
 
 pub async fn serve_with(fx: &Fixture, upstream: &str, options: ServeOptions<'_>) -> Served {
-    let d = fx.dir.path().display();
-    let text = format!(
-        "[listener]\naddress = \"127.0.0.1:0\"\n{}\n[tls]\ncertificate = \"{d}/server.pem\"\n\
-         private_key = \"{d}/server.key\"\n[client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n[upstream]\nurl = \"{upstream}\"\n\
-         [admin]\naddress = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nlevel = \"info\"\naccess_log = {}\n[reload]\nwatch = {}\n{}\n",
-        options.listener_extra, options.access_log, options.watch, options.extra
-    );
+    let text = fx
+        .toml(upstream)
+        .lines("listener", options.listener_extra)
+        .set("admin", "address = \"127.0.0.1:0\"")
+        .set("log", "format = \"json\"")
+        .set("log", "level = \"info\"")
+        .set("log", format!("access_log = {}", options.access_log))
+        .set("reload", format!("watch = {}", options.watch))
+        .append(options.extra)
+        .text();
     let path = fx.write("served.toml", &text);
     let mut command = match options.fd_limit {
         Some(limit) => {
