@@ -69,6 +69,13 @@ mod tests {
         assert!(!matches("*.example.com", "*.example.com"));
         assert!(matches("api.example.com", "API.example.com"));
         assert_eq!(parse("API.Example.com.").as_deref(), Ok("api.example.com"));
+        assert_eq!(
+            parse("a-b.under_score.example").as_deref(),
+            Ok("a-b.under_score.example")
+        );
+        assert_eq!(example("*.example.com"), "originguard-probe.example.com");
+        assert_eq!(example("api.example.com"), "api.example.com");
+        assert!(matches("*.example.com", &example("*.example.com")));
         for bad in ["", "*.", "a..b", "*", "a b", "a.*.b"] {
             assert!(parse(bad).is_err(), "{bad}");
         }

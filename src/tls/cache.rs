@@ -163,6 +163,8 @@ mod tests {
             cache.hit(&key(&b), in_three_days).is_none(),
             "expired path served from the cache"
         );
+        // Hits and misses so far: a miss, a hit, b's hit, a's hit, b's expired miss.
+        assert_eq!(cache.stats(), (3, 2));
         // a was used last, so inserting c evicts b.
         cache.insert(key(&c), window(std::slice::from_ref(&c)));
         assert_eq!(cache.len(), 2);

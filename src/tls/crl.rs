@@ -160,8 +160,15 @@ mod tests {
 
     use super::*;
 
-    /// A CA of `alg` and a CRL it signed revoking serial 7.
+    /// A CA of `alg` and a CRL it signed revoking serial 7, valid for another week.
     fn ca_and_crl(alg: &'static rcgen::SignatureAlgorithm) -> (TrustedCa, Vec<u8>) {
+        ca_and_crl_until(alg, time::OffsetDateTime::now_utc() + time::Duration::days(7))
+    }
+
+    fn ca_and_crl_until(
+        alg: &'static rcgen::SignatureAlgorithm,
+        next_update: time::OffsetDateTime,
+    ) -> (TrustedCa, Vec<u8>) {
         let key = KeyPair::generate_for(alg).expect("key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -172,8 +179,8 @@ mod tests {
         let issuer = rcgen::Issuer::new(params, key);
         let now = time::OffsetDateTime::now_utc();
         let crl = CertificateRevocationListParams {
-            this_update: now - time::Duration::days(1),
-            next_update: now + time::Duration::days(7),
+            this_update: next_update.min(now) - time::Duration::days(1),
+            next_update,
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs: vec![RevokedCertParams {
@@ -208,7 +215,10 @@ mod tests {
                     algorithms,
                 )
                 .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
-            assert!(revocations.is_revoked(ca.anchor.subject_public_key_info.as_ref(), &[7]));
+            let spki = ca.anchor.subject_public_key_info.as_ref();
+            assert!(revocations.is_revoked(spki, &[7]));
+            assert!(!revocations.is_revoked(spki, &[8]), "only the listed serial");
+            assert!(!revocations.is_revoked(b"another CA", &[7]), "only this CA's serials");
 
             let mut forged = der;
             let last = forged.len() - 1;
@@ -217,6 +227,45 @@ mod tests {
                 .add(&CertificateRevocationListDer::from(forged), &[ca], algorithms)
                 .expect_err("forged");
             assert!(e.contains("does not verify"), "{alg:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_stale_crl_is_reported_and_refuses_only_when_configured() {
+        let algorithms = crate::tls::server::provider().signature_verification_algorithms.all;
+        let now = time::OffsetDateTime::now_utc();
+        let next_update = now - time::Duration::days(2);
+        let (ca, der) = ca_and_crl_until(&rcgen::PKCS_ECDSA_P256_SHA256, next_update);
+        let spki = ca.anchor.subject_public_key_info.as_ref().to_vec();
+        let next = u64::try_from(next_update.unix_timestamp()).expect("after 1970");
+        let unix_now = u64::try_from(now.unix_timestamp()).expect("after 1970");
+        for refuse in [false, true] {
+            let mut revocations = Revocations {
+                refuse_stale: refuse,
+                ..Revocations::default()
+            };
+            assert!(revocations.is_empty());
+            revocations
+                .add(
+                    &CertificateRevocationListDer::from(der.clone()),
+                    std::slice::from_ref(&ca),
+                    algorithms,
+                )
+                .expect("a stale CRL still loads");
+            assert!(!revocations.is_empty());
+            assert_eq!(revocations.stale(unix_now), vec![next]);
+            assert_eq!(
+                revocations.stale(next),
+                Vec::<u64>::new(),
+                "not stale at nextUpdate itself"
+            );
+            assert_eq!(revocations.stale_refusal(&spki, unix_now), refuse);
+            assert!(!revocations.stale_refusal(&spki, next), "fresh until nextUpdate");
+            assert!(!revocations.stale_refusal(b"another CA", unix_now));
+            assert_eq!(revocations.refuse_after(&spki), refuse.then_some(next));
+            assert_eq!(revocations.refuse_after(b"another CA"), None);
+            // A stale CRL still revokes what it lists.
+            assert!(revocations.is_revoked(&spki, &[7]));
         }
     }
 }
