@@ -200,6 +200,19 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert_eq!(replica2.decrypt(&bad), None);
+        // Enabled, for the documented age; Debug never shows key material.
+        assert!(replica1.enabled());
+        assert_eq!(replica1.lifetime(), 3600);
+        assert_eq!(format!("{replica1:?}"), "SharedTickets(1 keys)");
+        assert_eq!(format!("{:?}", secrets(&[a, b])), "TicketSecrets(2 keys)");
+    }
+
+    #[test]
+    fn rotate_refuses_a_file_it_cannot_read_instead_of_starting_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory where the file should be: not "missing", so not silently replaced.
+        let e = rotate(dir.path(), 2).expect_err("unreadable");
+        assert!(e.to_string().contains("cannot read"), "{e}");
     }
 
     #[test]
