@@ -251,6 +251,20 @@ pub struct Report {
     /// Keep-alive mode: the measuring window (established connections only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
+    /// Resumed mode: the client's TLS 1.3 ticket traffic (why a connection did not resume).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tickets: Option<Tickets>,
+}
+
+/// TLS 1.3 session tickets as the generator's session cache saw them.
+#[derive(Debug, Serialize)]
+pub struct Tickets {
+    /// NewSessionTicket messages received from the server.
+    pub received: u64,
+    /// Connections that found a ticket to offer.
+    pub offered: u64,
+    /// Connections that found none (and so made a full handshake).
+    pub none_to_offer: u64,
 }
 
 /// What happened inside a keep-alive measuring window: requests on connections opened before
@@ -307,7 +321,8 @@ impl Latency {
 pub async fn run(options: Options) -> anyhow::Result<Report> {
     let target = resolve(&options.target).await?;
     let server_name = server_name(&options)?;
-    let connector = TlsConnector::from(client_config(&options)?);
+    let tickets = options.resume.then(|| Arc::new(TicketCounts::default()));
+    let connector = TlsConnector::from(client_config(&options, tickets.clone())?);
     if options.keep_alive {
         return run_keep_alive(options, target, server_name, connector).await;
     }
@@ -406,6 +421,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         failures: total.failures,
         bytes_sent: total.bytes_sent.load(Ordering::Relaxed),
         bytes_received: total.bytes_received.load(Ordering::Relaxed),
+        tickets: tickets.map(|t| t.report()),
         client_cpu_us_per_connection: match (cpu, attempts) {
             (Some(cpu), n) if n > 0 => cpu as f64 / n as f64,
             _ => 0.0,
@@ -592,6 +608,7 @@ async fn run_keep_alive(
         bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
         bytes_received: stats.bytes_received.load(Ordering::Relaxed),
         client_cpu_us_per_connection: 0.0,
+        tickets: None,
         window: Some(Window {
             seconds,
             requests,
@@ -637,6 +654,12 @@ impl Report {
             self.bytes_received,
             self.client_cpu_us_per_connection,
         );
+        if let Some(t) = &self.tickets {
+            out.push_str(&format!(
+                "TLS 1.3 tickets: {} received, {} connections offered one, {} had none to offer\n",
+                t.received, t.offered, t.none_to_offer
+            ));
+        }
         if let Some(w) = &self.window {
             out.push_str(&format!(
                 "keep-alive window {:.1} s: {} requests, {:.0} req/s\n\
@@ -978,7 +1001,70 @@ fn server_name(options: &Options) -> anyhow::Result<ServerName<'static>> {
     ServerName::try_from(name.clone()).with_context(|| format!("--server-name {name}: not a DNS name or IP address"))
 }
 
-fn client_config(options: &Options) -> anyhow::Result<Arc<ClientConfig>> {
+/// Counts what the client's session cache sees (resumed mode).
+#[derive(Debug, Default)]
+struct TicketCounts {
+    received: AtomicU64,
+    offered: AtomicU64,
+    none: AtomicU64,
+}
+
+impl TicketCounts {
+    fn report(&self) -> Tickets {
+        Tickets {
+            received: self.received.load(Ordering::Relaxed),
+            offered: self.offered.load(Ordering::Relaxed),
+            none_to_offer: self.none.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// rustls' in-memory session cache, counting TLS 1.3 tickets in and out.
+#[derive(Debug)]
+struct CountingSessions {
+    inner: rustls::client::ClientSessionMemoryCache,
+    counts: Arc<TicketCounts>,
+}
+
+impl rustls::client::ClientSessionStore for CountingSessions {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: rustls::client::Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(server_name, value);
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(&self, server_name: ServerName<'static>, value: rustls::client::Tls13ClientSessionValue) {
+        self.counts.received.fetch_add(1, Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(server_name, value);
+    }
+
+    fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<rustls::client::Tls13ClientSessionValue> {
+        let ticket = self.inner.take_tls13_ticket(server_name);
+        let counter = if ticket.is_some() {
+            &self.counts.offered
+        } else {
+            &self.counts.none
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        ticket
+    }
+}
+
+fn client_config(options: &Options, tickets: Option<Arc<TicketCounts>>) -> anyhow::Result<Arc<ClientConfig>> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     match &options.groups {
         Some(groups) => {
@@ -1033,9 +1119,12 @@ fn client_config(options: &Options) -> anyhow::Result<Arc<ClientConfig>> {
         .with_client_auth_cert(chain, key)
         .with_context(|| format!("{}: does not match {}", options.key.display(), options.cert.display()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.resumption = match options.resume {
-        true => Resumption::in_memory_sessions(4096),
-        false => Resumption::disabled(),
+    config.resumption = match tickets {
+        Some(counts) => Resumption::store(Arc::new(CountingSessions {
+            inner: rustls::client::ClientSessionMemoryCache::new(4096),
+            counts,
+        })),
+        None => Resumption::disabled(),
     };
     Ok(Arc::new(config))
 }

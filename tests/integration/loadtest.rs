@@ -66,6 +66,12 @@ async fn counts_successes_refusals_resumptions_and_requests() {
     let report = loadgen::run(resumed).await.expect("run");
     assert_eq!(report.successes, 20);
     assert!(report.resumed >= 16, "only {} of 20 resumed", report.resumed);
+    // The session cache's view: every connection looked for a ticket; each resumed one found
+    // one; the server sent tickets on every connection.
+    let tickets = report.tickets.as_ref().expect("resumed mode counts tickets");
+    assert_eq!(tickets.offered + tickets.none_to_offer, 20, "{tickets:?}");
+    assert!(tickets.offered >= report.resumed, "{tickets:?}");
+    assert!(tickets.received >= 20, "{tickets:?}");
     assert_eq!(report.requests, 60);
     assert_eq!(
         backend.count() - before,
