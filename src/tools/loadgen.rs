@@ -322,7 +322,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let target = resolve(&options.target).await?;
     let server_name = server_name(&options)?;
     let tickets = options.resume.then(|| Arc::new(TicketCounts::default()));
-    let connector = TlsConnector::from(client_config(&options, tickets.clone())?);
+    let config = client_config(&options, tickets.clone())?;
+    let connector = TlsConnector::from(config.clone());
     if options.keep_alive {
         return run_keep_alive(options, target, server_name, connector).await;
     }
@@ -352,10 +353,24 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         })
     });
 
+    // Each closed-model worker is a client of its own, with its own session cache: one shared
+    // cache holds at most 8 tickets per server (rustls' limit), which more concurrent workers
+    // than that drain, turning resumptions into full handshakes the server never chose.
+    let own_connector = || match &tickets {
+        Some(counts) => {
+            let mut own = (*config).clone();
+            own.resumption = Resumption::store(Arc::new(CountingSessions {
+                inner: rustls::client::ClientSessionMemoryCache::new(16),
+                counts: counts.clone(),
+            }));
+            TlsConnector::from(Arc::new(own))
+        }
+        None => connector.clone(),
+    };
     let worker = || Worker {
         target,
         server_name: server_name.clone(),
-        connector: connector.clone(),
+        connector: own_connector(),
         options: options.clone(),
         shared: shared.clone(),
         deadline,
