@@ -334,16 +334,8 @@ async fn json_access_log_parses_and_carries_the_identity() {
     let (status, _, _) = request(served.addr, fx.client_config(Some(&fx.client)), get("/logged?q=1")).await;
     assert_eq!(status, 200);
     served.signal("TERM");
-    let lines = {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let lines = served.log();
-            if lines.iter().any(|v| v["target"] == "originguard::access") || Instant::now() > deadline {
-                break lines;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
+    served.wait_for_log(|v| v["target"] == "originguard::access").await;
+    let lines = served.log();
     assert_eq!(served.wait(), Some(0));
     let stderr = lines.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n");
     let access = lines

@@ -1,21 +1,9 @@
 //! Operator experience (issue 13): what `serve` writes to its log, what `/metrics` says, and
 //! what the CLI refuses — read from the real binary.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
-
-/// Waits (bounded) until a log line satisfies `pred`.
-async fn wait_for_log(served: &Served, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(line) = served.log().into_iter().find(|l| pred(l)) {
-            return line;
-        }
-        assert!(Instant::now() < deadline, "no such log line in {:#?}", served.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn refused_handshakes_are_logged_at_warn_with_the_presented_certificate_once_a_second() {
@@ -26,7 +14,7 @@ async fn refused_handshakes_are_logged_at_warn_with_the_presented_certificate_on
     for _ in 0..5 {
         assert!(refusal(served.addr, fx.client_config(Some(&stranger))).await.is_some());
     }
-    let line = wait_for_log(&served, |l| l["message"] == "handshake refused").await;
+    let line = served.wait_for_log(|l| l["message"] == "handshake refused").await;
     assert_eq!(line["level"], "WARN");
     assert_eq!(line["reason"], "unknown_issuer");
     assert_eq!(line["sni"], "localhost");
@@ -47,10 +35,9 @@ async fn refused_handshakes_are_logged_at_warn_with_the_presented_certificate_on
     assert!(lines < 5, "not rate-limited: {lines} lines");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(refusal(served.addr, fx.client_config(Some(&stranger))).await.is_some());
-    let next = wait_for_log(&served, |l| {
-        l["message"] == "handshake refused" && l["left_out"].as_u64() > Some(0)
-    })
-    .await;
+    let next = served
+        .wait_for_log(|l| l["message"] == "handshake refused" && l["left_out"].as_u64() > Some(0))
+        .await;
     assert_eq!(next["reason"], "unknown_issuer");
 }
 
@@ -68,10 +55,9 @@ async fn json_logs_use_arrays_and_rounded_durations_and_the_access_log_correlate
         },
     )
     .await;
-    let policy = wait_for_log(&served, |l| {
-        l["message"] == "client certificates required" && l["policy"] == "hosts[0]"
-    })
-    .await;
+    let policy = served
+        .wait_for_log(|l| l["message"] == "client certificates required" && l["policy"] == "hosts[0]")
+        .await;
     assert_eq!(
         policy["server_names"],
         serde_json::json!(["a.example", "*.wild.example"])
@@ -86,7 +72,7 @@ async fn json_logs_use_arrays_and_rounded_durations_and_the_access_log_correlate
         .expect("request");
     let (status, _, _) = crate::support::request(served.addr, fx.client_config(Some(&fx.client)), request).await;
     assert_eq!(status, 200);
-    let access = wait_for_log(&served, |l| l["target"] == "originguard::access").await;
+    let access = served.wait_for_log(|l| l["target"] == "originguard::access").await;
     for (key, value) in [
         ("http_version", serde_json::json!("1.1")),
         ("tls_version", serde_json::json!("1.3")),
@@ -132,7 +118,7 @@ async fn a_502_logs_the_bytes_it_sent_and_two_cas_with_one_subject_keep_two_seri
     .await;
     let (status, _, body) = crate::support::request(served.addr, fx.client_config(Some(&fx.client)), get("/")).await;
     assert_eq!(status, 502);
-    let access = wait_for_log(&served, |l| l["target"] == "originguard::access").await;
+    let access = served.wait_for_log(|l| l["target"] == "originguard::access").await;
     assert_eq!(access["bytes_out"].as_u64(), Some(body.len() as u64), "{access}");
     let (_, metrics) = served.admin("GET", "/metrics").await;
     let series = metrics

@@ -33,7 +33,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 pub use pki::{Ca, ClientCert, Leaf};
-pub use process::{serve, serve_with, ServeOptions, Served};
+pub use process::{serve, serve_with, ServeOptions};
 pub use raw::{RawBackend, WireRequest};
 
 /// A test config, built table by table: the one way tests write TOML (see [`Fixture::toml`]).

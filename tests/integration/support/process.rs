@@ -136,6 +136,22 @@ impl Served {
             .collect()
     }
 
+    /// The first log line `pred` accepts, waiting for it (bounded by `WAIT`).
+    pub async fn wait_for_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + super::WAIT;
+        loop {
+            if let Some(line) = self.log().into_iter().find(|l| pred(l)) {
+                return line;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no such log line in {:#?}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
