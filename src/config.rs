@@ -402,6 +402,14 @@ impl Config {
             files.push(host.certificate.clone());
             files.push(host.private_key.clone());
         }
+        // An https:// upstream's CAs and client certificate are reloaded (and watched) too.
+        let upstreams = std::iter::once(&self.upstream).chain(self.hosts.iter().filter_map(|h| h.upstream.as_ref()));
+        for upstream in upstreams {
+            files.extend(upstream.tls.ca.iter().cloned());
+            if let Some((cert, key)) = &upstream.tls.client_certificate {
+                files.extend([cert.clone(), key.clone()]);
+            }
+        }
         files.sort();
         files.dedup();
         files
@@ -1384,6 +1392,17 @@ mod tests {
         let h2c = https.replace("[upstream]", "[upstream]\nprotocol = \"h2c\"");
         let e = Config::from_toml(Path::new("/etc/og.toml"), &h2c).expect_err("h2c on https");
         assert_eq!(e.key, "upstream.protocol");
+        // They are files a reload re-reads, so the watcher follows them.
+        let with_client = https.replace(
+            "[upstream]",
+            "[upstream]\nclient_certificate = \"c.pem\"\nclient_key = \"c.key\"",
+        );
+        let files = Config::from_toml(Path::new("/etc/og.toml"), &with_client)
+            .expect("valid")
+            .files();
+        for f in ["ca.pem", "c.pem", "c.key"] {
+            assert!(files.contains(&PathBuf::from(f)), "{f} not watched: {files:?}");
+        }
         let half = https.replace("[upstream]", "[upstream]\nclient_certificate = \"c.pem\"");
         let e = Config::from_toml(Path::new("/etc/og.toml"), &half).expect_err("cert without key");
         assert_eq!(e.key, "upstream.client_key");

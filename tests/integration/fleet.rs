@@ -485,3 +485,35 @@ fn https_upstream_files_are_checked_at_startup_and_name_their_key() {
         .expect("key does not match");
     assert_eq!(e.key, "upstream.client_key");
 }
+
+#[tokio::test]
+async fn a_reload_that_breaks_the_https_upstream_keeps_the_running_one() {
+    let fx = Fixture::new();
+    let (_nginx, addr) = nginx_tls(&fx);
+    let ca = fx.write("upstream-ca.pem", &fx.server_ca.pem);
+    let cert = fx.write("upstream-client.pem", &fx.client.pem);
+    let key = fx.write("upstream-client.key", &fx.client.key_pem);
+    let upstream = format!(
+        "ca = [\"{}\"]\nclient_certificate = \"{}\"\nclient_key = \"{}\"",
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let path = fx
+        .toml(&format!("https://localhost:{}", addr.port()))
+        .lines("upstream", &upstream)
+        .set("admin", "address = \"127.0.0.1:0\"")
+        .write(&fx.path("originguard.toml"));
+    let proxy = spawn_proxy(originguard::config::Config::load(&path).expect("valid")).await;
+    let client = fx.client_config(Some(&fx.client));
+    assert_eq!(request(proxy.addr, client.clone(), get("/")).await.0, 200);
+
+    // The CA file now holds garbage: the reload fails, names the key, and nothing changes.
+    fx.write("upstream-ca.pem", "not a certificate");
+    let (status, body) = proxy.admin("POST", "/reload").await;
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("upstream.ca[0]"), "{body}");
+    assert_eq!(proxy.metric("originguard_reloads_total{result=\"error\"}").await, 1.0);
+    assert_eq!(request(proxy.addr, client, get("/")).await.0, 200);
+    proxy.stop().await;
+}
