@@ -31,6 +31,7 @@
 #   MODES=keepalive ROUNDS=3 bash benches/compare.sh     # one mode
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 DURATION=${DURATION:-6s}
 ROUNDS=${ROUNDS:-2}
@@ -176,25 +177,8 @@ https://localhost:$caddy_port {
 }
 EOF
 
-og_config() { # port cache
-  cat <<EOF
-[listener]
-address = "127.0.0.1:$1"
-[tls]
-certificate = "$work/pki/server.pem"
-private_key = "$work/pki/server.key"
-[client_auth]
-trust = ["$work/pki/ca.pem"]
-verify_cache = $2
-[upstream]
-url = "http://127.0.0.1:$backend_port"
-[log]
-level = "warn"
-access_log = false
-EOF
-}
-og_config "$og_port" true >"$work/og.toml"
-og_config "$og_nocache_port" false >"$work/og-nocache.toml"
+og_config "127.0.0.1:$og_port" "http://127.0.0.1:$backend_port" "" "verify_cache = true" >"$work/og.toml"
+og_config "127.0.0.1:$og_nocache_port" "http://127.0.0.1:$backend_port" "" "verify_cache = false" >"$work/og-nocache.toml"
 
 start() { # name cpu command...
   local name=$1 cpu=$2; shift 2

@@ -6,6 +6,7 @@
 #   bash benches/idle_memory.sh            # N=5000
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 N=${N:-5000}
 HOLD=${HOLD:-25s}
 PORT=${PORT:-18291}
@@ -29,21 +30,7 @@ class H(http.server.BaseHTTPRequestHandler):
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
 S(("127.0.0.1", int(sys.argv[1])), H).serve_forever()' $((PORT + 1)) &
 pids+=($!)
-cat >"$work/og.toml" <<EOC
-[listener]
-address = "127.0.0.1:$PORT"
-max_connections = $((N + 100))
-[tls]
-certificate = "$work/pki/server.pem"
-private_key = "$work/pki/server.key"
-[client_auth]
-trust = ["$work/pki/ca.pem"]
-[upstream]
-url = "http://127.0.0.1:$((PORT + 1))"
-[log]
-level = "warn"
-access_log = false
-EOC
+og_config "127.0.0.1:$PORT" "http://127.0.0.1:$((PORT + 1))" "max_connections = $((N + 100))" >"$work/og.toml"
 "$og" serve --config "$work/og.toml" 2>"$work/og.err" &
 og_pid=$!
 pids+=($og_pid)

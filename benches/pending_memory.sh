@@ -7,6 +7,7 @@
 #   bash benches/pending_memory.sh          # N=1000
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 N=${N:-1000}
 ulimit -n $((N * 2 + 1024)) 2>/dev/null || { echo "pending_memory.sh: cannot raise the fd limit" >&2; exit 1; }
 
@@ -18,24 +19,10 @@ cleanup() { [ -n "$og_pid" ] && kill "$og_pid" 2>/dev/null; wait 2>/dev/null || 
 trap cleanup EXIT
 
 "$og" pki dev --out "$work/pki" >/dev/null
-cat >"$work/og.toml" <<EOC
-[listener]
-address = "127.0.0.1:0"
-handshake_timeout = "60s"
+og_config "127.0.0.1:0" "http://127.0.0.1:9" "handshake_timeout = \"60s\"
 max_handshakes = $((N + 100))
-max_connections = $((N + 100))
-[tls]
-certificate = "$work/pki/server.pem"
-private_key = "$work/pki/server.key"
-[client_auth]
-trust = ["$work/pki/ca.pem"]
-[upstream]
-url = "http://127.0.0.1:9"
-[log]
-format = "json"
-level = "info"
-access_log = false
-EOC
+max_connections = $((N + 100))" "" "format = \"json\"
+level = \"info\"" >"$work/og.toml"
 "$og" serve --config "$work/og.toml" 2>"$work/og.err" &
 og_pid=$!
 for _ in $(seq 1 100); do grep -q '"listening"' "$work/og.err" 2>/dev/null && break; sleep 0.1; done

@@ -7,6 +7,7 @@
 #   MODE=full bash benches/profile.sh      # full handshakes, one request each
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 MODE=${MODE:-keepalive}
 PORT=${PORT:-18190}
 command -v perf >/dev/null || { echo "profile.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
@@ -27,20 +28,7 @@ http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:$((PORT + 1)); location / { return 200 "ok\n"; } } }
 EOC
 taskset -c 1 nginx -c "$work/backend.conf" -p "$work" & pids+=($!)
-cat >"$work/og.toml" <<EOC
-[listener]
-address = "127.0.0.1:$PORT"
-[tls]
-certificate = "$work/pki/server.pem"
-private_key = "$work/pki/server.key"
-[client_auth]
-trust = ["$work/pki/ca.pem"]
-[upstream]
-url = "http://127.0.0.1:$((PORT + 1))"
-[log]
-level = "warn"
-access_log = false
-EOC
+og_config "127.0.0.1:$PORT" "http://127.0.0.1:$((PORT + 1))" >"$work/og.toml"
 TOKIO_WORKER_THREADS=1 taskset -c 0 "$og" serve --config "$work/og.toml" 2>"$work/og.err" & og_pid=$!; pids+=($og_pid)
 for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 case $MODE in
