@@ -674,11 +674,21 @@ struct RawUpstream {
 impl RawUpstream {
     /// `parent`: the `[upstream]` a `[hosts.upstream]` falls back to; `None` for `[upstream]`.
     fn resolve(
-        self,
+        mut self,
         file: &Path,
         prefix: &str,
         parent: Option<&UpstreamConfig>,
     ) -> Result<UpstreamConfig, ConfigError> {
+        // INTERFACE.md writes the unset TLS keys as "" (and ca as []): empty means unset.
+        for value in [
+            &mut self.server_name,
+            &mut self.client_certificate,
+            &mut self.client_key,
+        ] {
+            if value.as_deref() == Some("") {
+                *value = None;
+            }
+        }
         let key = |k: &str| format!("{prefix}.{k}");
         let target = match (&self.url, parent) {
             (Some(url), _) => upstream_target_at(file, &key("url"), url)?,
@@ -1432,6 +1442,27 @@ mod tests {
             Config::from_toml(Path::new("t"), &text).map(|c| c.log.format).ok(),
             Some(LogFormat::Json)
         );
+    }
+
+    #[test]
+    #[cfg_attr(
+        feature = "fips",
+        ignore = "relies on the default trust = [\"cloudflare\"], which a FIPS build refuses"
+    )]
+    fn the_interface_md_upstream_block_parses_as_written() {
+        // INTERFACE.md's [upstream] example, unset TLS keys as "" and [], with both schemes.
+        for url in ["http://127.0.0.1:8080", "https://app.internal:8443"] {
+            let text = MINIMAL.replace(
+                "url = \"http://127.0.0.1:8080\"",
+                &format!(
+                    "url = \"{url}\"\nca = []\nserver_name = \"\"\nclient_certificate = \"\"\nclient_key = \"\"\n\
+                     connect_timeout = \"5s\"\nresponse_timeout = \"100s\"\nmax_idle_per_host = 64"
+                ),
+            );
+            let c = Config::from_toml(Path::new("t"), &text).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(c.upstream.tls.client_certificate, None);
+            assert_eq!(c.upstream.tls.server_name, None);
+        }
     }
 
     #[test]
