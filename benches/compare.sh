@@ -29,6 +29,9 @@
 #   bash benches/compare.sh                 # defaults
 #   DURATION=10s ROUNDS=3 bash benches/compare.sh
 #   MODES=keepalive ROUNDS=3 bash benches/compare.sh     # one mode
+#   SERVERS="originguard floor" MODES=resumed bash benches/compare.sh   # some servers only
+#   BASELINE=/tmp/og-before SERVERS="originguard baseline floor" MODES=resumed bash benches/compare.sh
+#     (A/B: another originguard binary, same config, run alternately with the others)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -42,6 +45,9 @@ LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-benches/last-compare.json}
 MODES=${MODES:-full resumed amortized keepalive}
 BASE_PORT=${BASE_PORT:-18080}
+SERVERS=${SERVERS:-originguard nginx haproxy caddy floor originguard_nocache}
+BASELINE=${BASELINE:-}
+case " $SERVERS " in *" baseline "*) [ -x "$BASELINE" ] || { echo "compare.sh: server baseline needs BASELINE=/path/to/originguard" >&2; exit 1; } ;; esac
 
 for tool in taskset python3; do
   command -v "$tool" >/dev/null || { echo "compare.sh: needs $tool" >&2; exit 1; }
@@ -77,6 +83,7 @@ nginx_port=$((BASE_PORT + 3))
 haproxy_port=$((BASE_PORT + 4))
 caddy_port=$((BASE_PORT + 5))
 floor_port=$((BASE_PORT + 6))
+baseline_port=$((BASE_PORT + 7))
 
 "$og" pki dev --out "$work/pki" --days 90 >/dev/null
 cat "$work/pki/server.pem" "$work/pki/server.key" >"$work/pki/haproxy.pem"
@@ -179,6 +186,7 @@ EOF
 
 og_config "127.0.0.1:$og_port" "http://127.0.0.1:$backend_port" "" "verify_cache = true" >"$work/og.toml"
 og_config "127.0.0.1:$og_nocache_port" "http://127.0.0.1:$backend_port" "" "verify_cache = false" >"$work/og-nocache.toml"
+og_config "127.0.0.1:$baseline_port" "http://127.0.0.1:$backend_port" "" "verify_cache = true" >"$work/baseline.toml"
 
 start() { # name cpu command...
   local name=$1 cpu=$2; shift 2
@@ -192,6 +200,9 @@ start haproxy "$SERVER_CPU" haproxy -f "$work/haproxy.cfg"
 TOKIO_WORKER_THREADS=1 start originguard "$SERVER_CPU" "$og" serve --config "$work/og.toml"
 TOKIO_WORKER_THREADS=1 start originguard_nocache "$SERVER_CPU" "$og" serve --config "$work/og-nocache.toml"
 GOMAXPROCS=1 XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work start caddy "$SERVER_CPU" caddy run --config "$work/Caddyfile" --adapter caddyfile
+if [ -n "$BASELINE" ]; then
+  TOKIO_WORKER_THREADS=1 start baseline "$SERVER_CPU" "$BASELINE" serve --config "$work/baseline.toml"
+fi
 TOKIO_WORKER_THREADS=1 FLOOR_LISTEN=127.0.0.1:$floor_port FLOOR_CERT=$work/pki/server.pem FLOOR_KEY=$work/pki/server.key \
   FLOOR_CA=$work/pki/ca.pem start floor "$SERVER_CPU" "$floor"
 
@@ -204,7 +215,10 @@ wait_port() {
   cat "$work"/*.out >&2 || true
   exit 1
 }
-for port in $backend_port $nginx_port $haproxy_port $og_port $og_nocache_port $caddy_port $floor_port; do wait_port "$port"; done
+for port in $backend_port $nginx_port $haproxy_port $og_port $og_nocache_port $caddy_port $floor_port ${BASELINE:+$baseline_port}; do
+  wait_port "$port"
+done
+wanted() { case " $SERVERS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # All PIDs of a server: the launched process and its children (nginx workers).
 server_pids() { echo "$1" $(pgrep -P "$1" || true); }
@@ -222,6 +236,7 @@ results="$work/results.jsonl"
 : >"$results"
 run() { # mode server port pid
   local mode=$1 server=$2 port=$3 pid=$4 extra=()
+  wanted "$server" || return 0
   local pids_now before after report
   pids_now=$(server_pids "$pid")
   case $mode in
@@ -249,8 +264,9 @@ PY
 
 echo "== warm-up"
 for spec in "originguard $og_port $pid_originguard" "nginx $nginx_port $pid_nginx" "haproxy $haproxy_port $pid_haproxy" \
-  "caddy $caddy_port $pid_caddy" "floor $floor_port $pid_floor"; do
+  "caddy $caddy_port $pid_caddy" "floor $floor_port $pid_floor" ${BASELINE:+"baseline $baseline_port"}; do
   set -- $spec
+  wanted "$1" || continue
   TOKIO_WORKER_THREADS=1 "$og" loadtest --quiet --target "127.0.0.1:$2" --server-name localhost \
     --cert "$work/pki/client.pem" --key "$work/pki/client.key" --handshakes 200 --connections 4 --json >/dev/null
 done
@@ -263,6 +279,7 @@ for round in $(seq 1 "$ROUNDS"); do
     run "$mode" haproxy "$haproxy_port" "$pid_haproxy"
     run "$mode" caddy "$caddy_port" "$pid_caddy"
     run "$mode" floor "$floor_port" "$pid_floor"
+    if [ -n "$BASELINE" ]; then run "$mode" baseline "$baseline_port" "$pid_baseline"; fi
     case $mode in full | resumed) run "$mode" originguard_nocache "$og_nocache_port" "$pid_originguard_nocache" ;; esac
   done
 done
@@ -294,7 +311,7 @@ for mode, unit in units.items():
         a = acc.get((mode, server))
         return a["cpu"] / a["units"] if a and a["units"] else None
     nginx, floor = per("nginx"), per("floor")
-    for server in ("originguard", "originguard_nocache", "nginx", "haproxy", "caddy", "floor"):
+    for server in ("originguard", "originguard_nocache", "baseline", "nginx", "haproxy", "caddy", "floor"):
         p = per(server)
         if p is None:
             continue
@@ -307,7 +324,7 @@ for mode, unit in units.items():
         print(f"| {mode} | {server} | {p:,.1f} µs/{unit} | {r_nginx} | {r_floor} | {rate} | {a['failed']} |")
 PY
 
-if command -v strace >/dev/null; then
+if command -v strace >/dev/null && [[ " $MODES " == *" keepalive "* ]] && wanted originguard && wanted nginx; then
   echo
   echo "== system calls per keep-alive request (strace -c -f, one pure keep-alive run each)"
   echo "| server | syscalls/request | most frequent (per request) |"

@@ -254,7 +254,9 @@ pub(crate) async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Canc
             debug!(%peer, "peer not in listener.allow_peers; closed");
             continue;
         }
-        shared.tracker.spawn(connection(
+        // Boxed: the connection's state machine is ~14 KB (rustls and hyper state inline), and
+        // spawning it by value copied it several times per connection.
+        shared.tracker.spawn(Box::pin(connection(
             stream,
             peer,
             proxy,
@@ -262,7 +264,7 @@ pub(crate) async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Canc
             shared.clone(),
             permit,
             handshake_permit,
-        ));
+        )));
     }
     live.ready.store(false, Ordering::Release);
     live.events.send_modify(|e| e.draining = true);
