@@ -20,7 +20,8 @@
 # Each server is pinned to SERVER_CPU with one worker; the load generator and the backend share
 # LOAD_CPU. Servers run one after another, alternating, ROUNDS times per mode. Server CPU time is
 # read from /proc/<pid>/stat before and after each run and divided by the successful
-# connections (or requests, in keep-alive mode). Prints a table with ratios to nginx, and writes
+# connections (or requests, in keep-alive mode). Prints a table (mean and best round; ratios
+# between best rounds, since on a shared machine noise only adds time) and writes
 # the raw numbers to $OUT (default benches/last-compare.json).
 #
 # Loopback only; every server is stopped by PID on exit. Bounded: with the defaults,
@@ -30,6 +31,11 @@
 #   DURATION=10s ROUNDS=3 bash benches/compare.sh
 #   MODES=keepalive ROUNDS=3 bash benches/compare.sh     # one mode
 #   SERVERS="originguard floor" MODES=resumed bash benches/compare.sh   # some servers only
+#   RATE=2000 MODES="full resumed" bash benches/compare.sh   # open model: every server gets the
+#     same offered connection rate instead of as many as it can take (see RESULTS.md: a
+#     saturated server's peer CPU idles more, and waking an idle vCPU costs the waker)
+#   KEEPALIVE_RATE=20000 MODES=keepalive bash benches/compare.sh   # requests/s, open model: p99
+#     latency at the same offered load for every server
 #   BASELINE=/tmp/og-before SERVERS="originguard baseline floor" MODES=resumed bash benches/compare.sh
 #     (A/B: another originguard binary, same config, run alternately with the others)
 set -euo pipefail
@@ -240,11 +246,11 @@ run() { # mode server port pid
   local pids_now before after report
   pids_now=$(server_pids "$pid")
   case $mode in
-    full) extra=(--requests-per-connection 1) ;;
-    resumed) extra=(--requests-per-connection 1 --resume) ;;
+    full) extra=(--requests-per-connection 1 ${RATE:+--rate "$RATE"}) ;;
+    resumed) extra=(--requests-per-connection 1 --resume ${RATE:+--rate "$RATE"}) ;;
     amortized) extra=(--requests-per-connection "$KEEPALIVE_REQUESTS") ;;
     keepalive)
-      extra=(--keep-alive --warmup 1s)
+      extra=(--keep-alive --warmup 1s ${KEEPALIVE_RATE:+--rate "$KEEPALIVE_RATE"})
       for p in $pids_now; do extra+=(--server-pid "$p"); done ;;
   esac
   before=$(cpu_us $pids_now)
@@ -290,7 +296,7 @@ python3 - "$results" <<'PY'
 import json, sys
 from collections import defaultdict
 rows = [json.loads(l) for l in open(sys.argv[1])]
-acc = defaultdict(lambda: {"cpu": 0, "units": 0, "rate": 0.0, "elapsed": 0.0, "failed": 0, "p99": []})
+acc = defaultdict(lambda: {"cpu": 0, "units": 0, "rate": 0.0, "elapsed": 0.0, "failed": 0, "p99": [], "rounds": []})
 for r in rows:
     rep = r["report"]
     a = acc[(r["mode"], r["server"])]
@@ -298,30 +304,38 @@ for r in rows:
     if r["mode"] == "keepalive":
         w = rep["window"]
         a["cpu"] += w["server_cpu_us"] or 0; a["units"] += w["requests"]
+        if w["requests"]: a["rounds"].append((w["server_cpu_us"] or 0) / w["requests"])
         a["rate"] += w["requests"]; a["elapsed"] += w["seconds"]; a["p99"].append(w["request_latency_us"]["p99"])
     else:
         a["cpu"] += r["server_cpu_us"]
-        a["units"] += rep["requests"] if r["mode"] == "amortized" else rep["successes"]
+        n = rep["requests"] if r["mode"] == "amortized" else rep["successes"]
+        a["units"] += n
+        if n: a["rounds"].append(r["server_cpu_us"] / n)
         a["rate"] += rep["successes"]; a["elapsed"] += rep["elapsed_s"]
-print("| mode | server | server CPU per unit | ratio to nginx | ratio to floor | rate | failures |")
-print("|---|---|---|---|---|---|---|")
+# Mean over all rounds, and each server's best round: on a shared machine noise only adds CPU
+# time, so the best round is the steadiest estimate; the ratios use the best rounds.
+print("| mode | server | server CPU per unit (mean) | best round | ratio to nginx | ratio to floor | rate | failures |")
+print("|---|---|---|---|---|---|---|---|")
 units = {"full": "connection", "resumed": "connection", "amortized": "request", "keepalive": "request"}
 for mode, unit in units.items():
     def per(server):
         a = acc.get((mode, server))
         return a["cpu"] / a["units"] if a and a["units"] else None
-    nginx, floor = per("nginx"), per("floor")
+    def best(server):
+        a = acc.get((mode, server))
+        return min(a["rounds"]) if a and a["rounds"] else None
+    nginx, floor = best("nginx"), best("floor")
     for server in ("originguard", "originguard_nocache", "baseline", "nginx", "haproxy", "caddy", "floor"):
-        p = per(server)
-        if p is None:
+        p, b = per(server), best(server)
+        if p is None or b is None:
             continue
         a = acc[(mode, server)]
         rate = f"{a['rate'] / a['elapsed']:,.0f} {'req' if mode == 'keepalive' else 'conn'}/s"
         if mode == "keepalive":
             rate += f", p99 {max(a['p99'])} µs"
-        r_nginx = f"{p / nginx:.2f}x" if nginx else "-"
-        r_floor = f"{p / floor:.2f}x" if floor else "-"
-        print(f"| {mode} | {server} | {p:,.1f} µs/{unit} | {r_nginx} | {r_floor} | {rate} | {a['failed']} |")
+        r_nginx = f"{b / nginx:.2f}x" if nginx else "-"
+        r_floor = f"{b / floor:.2f}x" if floor else "-"
+        print(f"| {mode} | {server} | {p:,.1f} µs/{unit} | {b:,.1f} | {r_nginx} | {r_floor} | {rate} | {a['failed']} |")
 PY
 
 if command -v strace >/dev/null && [[ " $MODES " == *" keepalive "* ]] && wanted originguard && wanted nginx; then

@@ -44,7 +44,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::Acceptor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::LazyConfigAcceptor;
@@ -58,6 +58,7 @@ use crate::config::{Config, HeadersConfig, ListenerConfig};
 pub(crate) type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 use crate::metrics::Metrics;
 use crate::peers;
+use crate::tls::coalesce::Coalesced;
 use crate::tls::verify::with_handshake_notes;
 use crate::tls::{PolicySet, Reason};
 use activity::{Activity, Deadline, Watched};
@@ -332,7 +333,7 @@ async fn connection(
         false => None,
     };
     let handshake = async move {
-        let mut acceptor = LazyConfigAcceptor::new(Acceptor::default(), stream);
+        let mut acceptor = LazyConfigAcceptor::new(Acceptor::default(), Coalesced::new(stream));
         let start = match (&mut acceptor).await {
             Ok(start) => start,
             Err(error) => return Err((error, acceptor.take_io(), None)),
@@ -667,7 +668,7 @@ fn unix_now() -> u64 {
 /// Closes a connection whose handshake failed so that the peer reads our alert rather than a
 /// reset: shut down our write side (after the alert rustls already wrote), then discard what the
 /// peer still sends, bounded in time and bytes.
-async fn linger_close(mut io: TcpStream) {
+async fn linger_close(mut io: impl AsyncRead + AsyncWrite + Unpin) {
     let _ = io.flush().await;
     let _ = io.shutdown().await;
     let drain = async {

@@ -3,6 +3,7 @@
 //! to the backend.
 
 pub mod cache;
+pub mod coalesce;
 pub mod crl;
 pub mod hello;
 pub mod identity;

@@ -187,7 +187,11 @@ impl BoundedTickets {
     fn encrypt_at(&self, plain: &[u8], now: u64) -> Option<Vec<u8>> {
         // Outside a handshake's notes (benches) there is no chain to bound the ticket by: the
         // age limit still holds.
-        let (started, not_after) = with_notes(|n| (n.session_started(), n.chain_not_after())).unwrap_or_default();
+        let (started, not_after) = with_notes(|n| {
+            n.sealed_ticket();
+            (n.session_started(), n.chain_not_after())
+        })
+        .unwrap_or_default();
         let started = started.unwrap_or(now);
         let not_after = not_after.unwrap_or(u64::MAX);
         let mut sealed = Vec::with_capacity(PREFIX + plain.len());

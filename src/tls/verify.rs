@@ -127,6 +127,7 @@ pub(crate) struct HandshakeNotes {
     rejection: Cell<Option<Reason>>,
     chain_not_after: Cell<Option<u64>>,
     session_started: Cell<Option<u64>>,
+    ticket_sealed: Cell<bool>,
     presented: std::cell::RefCell<Option<CertificateDer<'static>>>,
 }
 
@@ -173,6 +174,15 @@ impl HandshakeNotes {
 
     pub(crate) fn session_started(&self) -> Option<u64> {
         self.session_started.get()
+    }
+
+    /// A session ticket was sealed in this handshake (what `coalesce` waits for).
+    pub(crate) fn ticket_sealed(&self) -> bool {
+        self.ticket_sealed.get()
+    }
+
+    pub(crate) fn sealed_ticket(&self) {
+        self.ticket_sealed.set(true);
     }
 
     /// A ticket was accepted: the session it resumes started at `started`, and its chain is

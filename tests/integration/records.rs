@@ -85,3 +85,66 @@ async fn a_small_proxied_response_arrives_in_one_tls_record() {
     }
     proxy.stop().await;
 }
+
+/// TLS 1.3 session tickets wait for the first response and leave in the same write: after the
+/// handshake, nothing follows the server's flight until the client asks for something; then
+/// the two tickets and the response arrive together — and they work (the next connection
+/// resumes). TLS 1.2 sends its ticket inside the handshake, as before.
+#[tokio::test]
+async fn tls13_tickets_leave_with_the_first_response() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let proxy = spawn_proxy(fx.config(&backend.url())).await;
+    let client = client_config(
+        &fx.server_ca.der,
+        Some(&fx.client),
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+    let (relay, records) = counting_relay(proxy.addr).await;
+    let tls = tls_connect(relay, client.clone()).await.expect("handshake");
+    assert_eq!(tls.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_handshake = records.load(Ordering::SeqCst);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http1");
+    tokio::spawn(conn);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        records.load(Ordering::SeqCst),
+        after_handshake,
+        "the server sent records (tickets) before any request"
+    );
+    let (status, _, _) = collect(send.send_request(get("/")).await.expect("response")).await;
+    assert_eq!(status.as_u16(), 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        records.load(Ordering::SeqCst) - after_handshake,
+        2,
+        "the tickets (one record: rustls packs handshake messages) and the response"
+    );
+    drop(send);
+
+    let (relay, _) = counting_relay(proxy.addr).await;
+    let tls = tls_connect(relay, client).await.expect("second handshake");
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed),
+        "the held tickets resume"
+    );
+
+    let client12 = client_config(
+        &fx.server_ca.der,
+        Some(&fx.client),
+        &[&rustls::version::TLS12],
+        &[b"http/1.1"],
+    );
+    let (relay, _) = counting_relay(proxy.addr).await;
+    let tls = tls_connect(relay, client12.clone()).await.expect("TLS 1.2 handshake");
+    drop(tls);
+    let (relay, _) = counting_relay(proxy.addr).await;
+    let tls = tls_connect(relay, client12).await.expect("TLS 1.2 resumption");
+    assert_eq!(tls.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    proxy.stop().await;
+}
