@@ -8,7 +8,9 @@
 //!                               TLS handshake ──▶ tls::verify (CA, depth, CRL, purpose,
 //!                                   │                          allow-lists, verified-chain cache)
 //!                                   │             tls::server + tls::tickets (tickets bound to
-//!                                   │                          the policy and the chain's life)
+//!                                   │                          the policy and the chain's life;
+//!                                   │                          tls::coalesce sends them with the
+//!                                   │                          first response)
 //!                                   ▼ verified leaf ──▶ tls::identity (XFCC / RFC 9440 values)
 //!                          hyper (h1 / h2) ──▶ proxy::forward (proxy::authority: one host,
 //!                                   │                valid, 421 guard; proxy::headers: framing
@@ -29,13 +31,15 @@
 //! every reload; `proxy::tunnel` bounds upgraded connections.
 //!
 //! Serving: [`config`] (TOML to validated config), [`tls`] (certificates, verifier, policy
-//! selection, identity, tickets, ClientHello key shares, FIPS), [`proxy`] (accept loop and
-//! limits, PROXY protocol, activity and timeouts, host parsing, header rules, forwarding,
-//! tunnels, upstreams, the rescue point, the access log), [`app`] (wiring, shutdown delay),
+//! selection, identity, tickets and their coalescing with the first response, ClientHello key
+//! shares, FIPS), [`proxy`] (accept loop and limits, PROXY protocol, activity and timeouts,
+//! host parsing, header rules, forwarding, tunnels, upstreams, the rescue point, the access
+//! log), [`app`] (wiring, shutdown delay),
 //! [`reload`] (build-validate-swap), [`watch`] (reload on file changes), [`notify`] (systemd
 //! readiness), [`admin`] and [`metrics`] (endpoints and metric names), [`audit`] (certificate
-//! summaries and the warnings `serve` logs and `check` prints), [`logging`], [`names`] (host-name patterns), [`peers`] (the
-//! `allow_peers` gate: networks and Cloudflare's ranges), [`signal`].
+//! summaries and the warnings `serve` logs and `check` prints), [`logging`], [`names`]
+//! (host-name patterns), [`peers`] (the `allow_peers` gate: networks and Cloudflare's ranges),
+//! [`signal`].
 //!
 //! Around it: [`cli`] (the command line) and [`tools`]: `check` (the policy in words),
 //! `loadgen` (`loadtest`), `cloudflare` (the API side of AOP), `pki`, `demo`.
