@@ -36,7 +36,7 @@ pub fn init(log: &LogConfig) {
     };
 }
 
-/// Colour only for a person at a terminal (https://no-color.org).
+/// Colour only for a person at a terminal (<https://no-color.org>).
 fn colour() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-/// Cloudflare's published ranges (https://www.cloudflare.com/ips/), as of 2026.
+/// Cloudflare's published ranges (<https://www.cloudflare.com/ips/>), as of 2026.
 const CLOUDFLARE_V4: &str = include_str!("../config/cloudflare-ips-v4.txt");
 const CLOUDFLARE_V6: &str = include_str!("../config/cloudflare-ips-v6.txt");
 
@@ -48,7 +48,7 @@ pub fn parse_peers(entry: &str) -> Result<Vec<IpNet>, String> {
     IpNet::parse(entry).map(|net| vec![net])
 }
 
-/// When the embedded Cloudflare ranges were copied from https://www.cloudflare.com/ips/
+/// When the embedded Cloudflare ranges were copied from <https://www.cloudflare.com/ips/>
 /// (year, month, day): `check` and startup warn once they are older than [`STALE_AFTER_DAYS`].
 pub(crate) const CLOUDFLARE_RANGES_AS_OF: (i32, u8, u8) = (2026, 11, 27);
 pub(crate) const STALE_AFTER_DAYS: i64 = 90;
