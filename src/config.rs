@@ -671,6 +671,48 @@ struct RawUpstream {
     max_idle_per_host: Option<i64>,
 }
 
+impl RawHost {
+    /// `[[hosts]]` number `i`: its names, and each key falling back to the top-level one.
+    fn resolve(
+        self,
+        file: &Path,
+        i: usize,
+        tls: &TlsConfig,
+        client_auth: &ClientAuthConfig,
+        upstream: &UpstreamConfig,
+    ) -> Result<HostConfig, ConfigError> {
+        let key = |k: &str| format!("hosts[{i}].{k}");
+        if self.server_names.is_empty() {
+            return Err(ConfigError::new(
+                file,
+                key("server_names"),
+                "must name at least one host",
+            ));
+        }
+        let server_names = (self.server_names.iter().enumerate())
+            .map(|(n, name)| {
+                server_name(name).map_err(|m| ConfigError::new(file, key(&format!("server_names[{n}]")), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HostConfig {
+            server_names,
+            certificate: match &self.certificate {
+                Some(p) => non_empty_path(file, &key("certificate"), p)?,
+                None => tls.certificate.clone(),
+            },
+            private_key: match &self.private_key {
+                Some(p) => non_empty_path(file, &key("private_key"), p)?,
+                None => tls.private_key.clone(),
+            },
+            client_auth: self.client_auth.resolve(file, &key("client_auth"), client_auth)?,
+            upstream: match self.upstream {
+                Some(raw) => Some(raw.resolve(file, &key("upstream"), Some(upstream))?),
+                None => None,
+            },
+        })
+    }
+}
+
 impl RawUpstream {
     /// `parent`: the `[upstream]` a `[hosts.upstream]` falls back to; `None` for `[upstream]`.
     fn resolve(
@@ -891,35 +933,9 @@ impl RawConfig {
             .ok_or_else(|| err("upstream", "missing table: [upstream] with url is required".into()))?;
         let upstream = u.resolve(file, "upstream", None)?;
 
-        let mut hosts = Vec::with_capacity(self.hosts.len());
-        for (i, h) in self.hosts.into_iter().enumerate() {
-            let key = |k: &str| format!("hosts[{i}].{k}");
-            if h.server_names.is_empty() {
-                return Err(err(&key("server_names"), "must name at least one host".into()));
-            }
-            let server_names = h
-                .server_names
-                .iter()
-                .enumerate()
-                .map(|(n, name)| server_name(name).map_err(|m| err(&key(&format!("server_names[{n}]")), m)))
-                .collect::<Result<Vec<_>, _>>()?;
-            hosts.push(HostConfig {
-                server_names,
-                certificate: match &h.certificate {
-                    Some(p) => non_empty_path(file, &key("certificate"), p)?,
-                    None => tls.certificate.clone(),
-                },
-                private_key: match &h.private_key {
-                    Some(p) => non_empty_path(file, &key("private_key"), p)?,
-                    None => tls.private_key.clone(),
-                },
-                client_auth: h.client_auth.resolve(file, &key("client_auth"), &client_auth)?,
-                upstream: match h.upstream {
-                    Some(raw) => Some(raw.resolve(file, &key("upstream"), Some(&upstream))?),
-                    None => None,
-                },
-            });
-        }
+        let hosts = (self.hosts.into_iter().enumerate())
+            .map(|(i, h)| h.resolve(file, i, &tls, &client_auth, &upstream))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let headers = self.headers.resolve(file)?;
         let admin = match self.admin {

@@ -176,11 +176,12 @@ fn pki_dev_writes_a_usable_pki() {
         assert_eq!(mode & 0o077, 0, "private key readable by others");
     }
     let d = out_dir.display();
-    let text = format!(
-        "[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n[client_auth]\ntrust = [\"{d}/ca.pem\"]\n[upstream]\nurl = \"http://127.0.0.1:9\"\n"
-    );
-    let config = dir.path().join("og.toml");
-    std::fs::write(&config, text).expect("write");
+    let config = Toml::default()
+        .set("tls", format!("certificate = \"{d}/server.pem\""))
+        .set("tls", format!("private_key = \"{d}/server.key\""))
+        .set("client_auth", format!("trust = [\"{d}/ca.pem\"]"))
+        .set("upstream", "url = \"http://127.0.0.1:9\"")
+        .write(&dir.path().join("og.toml"));
     let out = check(&config);
     assert!(out.status.success(), "{}", stderr(&out));
 }

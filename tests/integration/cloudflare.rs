@@ -422,13 +422,15 @@ impl Customer {
             "guard-{}.toml",
             self.configs.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let d = self.fx.dir.path().display();
-        let text = format!(
-            "[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n[client_auth]\ntrust = [{trust}]\n\
-             [upstream]\nurl = \"http://127.0.0.1:9\"\n[[hosts]]\nserver_names = [\"app.example\"]\n\
-             [hosts.client_auth]\ntrust = [{host_trust}]\n"
-        );
-        self.fx.write(&name, &text).display().to_string()
+        self.fx
+            .toml("http://127.0.0.1:9")
+            .set("client_auth", format!("trust = [{trust}]"))
+            .append(&format!(
+                "[[hosts]]\nserver_names = [\"app.example\"]\n[hosts.client_auth]\ntrust = [{host_trust}]"
+            ))
+            .write(&self.fx.path(&name))
+            .display()
+            .to_string()
     }
 
     fn ca_pem(&self) -> String {

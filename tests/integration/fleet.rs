@@ -157,15 +157,15 @@ async fn a_host_with_its_own_upstream_is_routed_there_and_falls_back_key_by_key(
     let fx = Fixture::new();
     let main_app = Backend::tcp().await;
     let api_app = Backend::tcp().await;
-    let d = fx.dir.path().display();
-    let text = format!(
-        "[listener]\naddress = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{d}/server.pem\"\nprivate_key = \"{d}/server.key\"\n\
-         [client_auth]\ntrust = [\"{d}/client-ca.pem\"]\n[upstream]\nurl = \"{}\"\nresponse_timeout = \"7s\"\n\
-         [[hosts]]\nserver_names = [\"a.example\"]\n[hosts.upstream]\nurl = \"{}\"\n\
-         [[hosts]]\nserver_names = [\"b.example\"]\n[log]\naccess_log = false\n",
-        main_app.url(),
-        api_app.url()
-    );
+    let text = fx
+        .toml(&main_app.url())
+        .set("upstream", "response_timeout = \"7s\"")
+        .append(&format!(
+            "[[hosts]]\nserver_names = [\"a.example\"]\n[hosts.upstream]\nurl = \"{}\"\n\
+             [[hosts]]\nserver_names = [\"b.example\"]\n",
+            api_app.url()
+        ))
+        .text();
     let config = originguard::config::Config::from_toml(&fx.path("og.toml"), &text).expect("valid");
     let own = config.hosts[0]
         .upstream
