@@ -203,5 +203,10 @@ mod tests {
         let mut got = [0u8; 6];
         b.read_exact(&mut got).await.expect("read");
         assert_eq!(got[0], APPLICATION_DATA);
+        // Reads pass straight through.
+        b.write_all(b"hello").await.expect("peer write");
+        let mut read = [0u8; 5];
+        a.read_exact(&mut read).await.expect("read through");
+        assert_eq!(&read, b"hello");
     }
 }
