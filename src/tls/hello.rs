@@ -103,4 +103,56 @@ mod tests {
         assert_eq!(key_share_groups(&classical_share[..40]), None);
         assert_eq!(key_share_groups(b"GET / HTTP/1.1\r\n"), None);
     }
+
+    /// A TLS 1.2-only hello has no key_share extension: the walk over the extensions must stop
+    /// at their end, not run past it.
+    #[test]
+    fn a_hello_without_key_shares_has_none() {
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let mut client =
+            rustls::ClientConnection::new(std::sync::Arc::new(config), "a.example".try_into().expect("name"))
+                .expect("client");
+        let mut record = Vec::new();
+        client.write_tls(&mut record).expect("hello");
+        assert_eq!(key_share_groups(&record), Some(Vec::new()));
+    }
+
+    /// The peek waits for the whole first record (sent in two pieces), reads the shares and
+    /// leaves every byte for rustls; a peer that closes first gives `None`.
+    #[tokio::test]
+    async fn peeks_a_split_hello_without_consuming_it() {
+        use rustls::crypto::aws_lc_rs::kx_group::{X25519, X25519MLKEM768};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hello = client_hello(&[X25519, X25519MLKEM768]);
+        let sent = hello.clone();
+        let client = tokio::spawn(async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            tcp.write_all(&sent[..10]).await.expect("first piece");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            tcp.write_all(&sent[10..]).await.expect("second piece");
+            tcp
+        });
+        let (mut server, _) = listener.accept().await.expect("accept");
+        assert_eq!(
+            peek_key_shares(&server).await,
+            Some(vec![u16::from(rustls::NamedGroup::X25519)])
+        );
+        let _client = client.await.expect("client");
+        let mut read = vec![0u8; hello.len()];
+        server.read_exact(&mut read).await.expect("the hello is still there");
+        assert_eq!(read, hello);
+
+        let closing = tokio::spawn(async move { drop(tokio::net::TcpStream::connect(addr).await) });
+        let (server, _) = listener.accept().await.expect("accept");
+        closing.await.expect("closed");
+        assert_eq!(peek_key_shares(&server).await, None);
+    }
 }
