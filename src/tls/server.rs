@@ -242,6 +242,20 @@ fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
+    /// The lifetime a client is told is the shorter of the inner ticketer's and `max_age`:
+    /// never longer than the server will honour.
+    #[test]
+    fn advertised_lifetime_is_capped_by_max_age() {
+        let bounded = |max_age| BoundedTickets {
+            inner: rustls::crypto::aws_lc_rs::Ticketer::new().expect("ticketer"),
+            max_age,
+        };
+        let inner = bounded(Duration::ZERO).inner.lifetime();
+        assert!(inner > 600, "rustls' ticketer lives {inner} s");
+        assert_eq!(bounded(Duration::from_secs(600)).lifetime(), 600);
+        assert_eq!(bounded(Duration::from_secs(u64::from(inner) + 1)).lifetime(), inner);
+    }
+
     #[test]
     fn tickets_expire_after_max_age_and_other_ticketers_cannot_read_them() {
         let tickets = BoundedTickets {
