@@ -71,10 +71,17 @@ mod tests {
 
     /// The first record a rustls client with `groups` (the first gets a key share) sends.
     fn client_hello(groups: &[&'static dyn rustls::crypto::SupportedKxGroup]) -> Vec<u8> {
+        client_hello_of(groups, rustls::DEFAULT_VERSIONS)
+    }
+
+    fn client_hello_of(
+        groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Vec<u8> {
         let mut provider = rustls::crypto::aws_lc_rs::default_provider();
         provider.kx_groups = groups.to_vec();
         let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("versions")
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth();
@@ -111,18 +118,10 @@ mod tests {
     /// at their end, not run past it.
     #[test]
     fn a_hello_without_key_shares_has_none() {
-        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-        provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .expect("versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let mut client =
-            rustls::ClientConnection::new(std::sync::Arc::new(config), "a.example".try_into().expect("name"))
-                .expect("client");
-        let mut record = Vec::new();
-        client.write_tls(&mut record).expect("hello");
+        let record = client_hello_of(
+            &[rustls::crypto::aws_lc_rs::kx_group::X25519],
+            &[&rustls::version::TLS12],
+        );
         assert_eq!(key_share_groups(&record), Some(Vec::new()));
     }
 
