@@ -88,8 +88,9 @@ async fn a_small_proxied_response_arrives_in_one_tls_record() {
 
 /// TLS 1.3 session tickets wait for the first response and leave in the same write: after the
 /// handshake, nothing follows the server's flight until the client asks for something; then
-/// the two tickets and the response arrive together — and they work (the next connection
-/// resumes). TLS 1.2 sends its ticket inside the handshake, as before.
+/// the tickets (rustls packs both into one record) and the response arrive together — and they
+/// work (the next connection resumes). TLS 1.2 sends its ticket inside the handshake, as
+/// before, and still resumes.
 #[tokio::test]
 async fn tls13_tickets_leave_with_the_first_response() {
     let fx = Fixture::new();
