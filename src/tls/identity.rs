@@ -303,6 +303,89 @@ mod tests {
     }
 
     #[test]
+    fn rfc4514_names_every_common_attribute_and_hex_encodes_the_rest() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let dn = &mut params.distinguished_name;
+        dn.push(
+            rcgen::DnType::CustomDnType(vec![0, 9, 2342, 19200300, 100, 1, 25]),
+            "test",
+        );
+        dn.push(rcgen::DnType::CountryName, "US");
+        dn.push(rcgen::DnType::StateOrProvinceName, "CA");
+        dn.push(rcgen::DnType::LocalityName, "SF");
+        dn.push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 9]), "1 Main St");
+        dn.push(rcgen::DnType::OrganizationName, "Acme");
+        dn.push(rcgen::DnType::OrganizationalUnitName, "Ops");
+        dn.push(rcgen::DnType::CustomDnType(vec![0, 9, 2342, 19200300, 100, 1, 1]), "u1");
+        dn.push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 5]), "42");
+        dn.push(rcgen::DnType::CommonName, "client");
+        let cert = params.self_signed(&key).expect("cert");
+        let (_, parsed) = X509Certificate::from_der(cert.der().as_ref()).expect("parse");
+        // Most specific first; serialNumber (2.5.4.5) has no short name, so its OID is used.
+        assert_eq!(
+            rfc4514(parsed.subject()),
+            "CN=client,2.5.4.5=42,UID=u1,OU=Ops,O=Acme,STREET=1 Main St,L=SF,ST=CA,C=US,DC=test"
+        );
+    }
+
+    #[test]
+    fn rfc4514_escapes_hash_and_space_only_where_they_are_special() {
+        assert_eq!(escape_value("a#b"), "a#b");
+        assert_eq!(escape_value("a b"), "a b");
+        assert_eq!(escape_value("#"), "\\#");
+        assert_eq!(escape_value(" "), "\\ ");
+        assert_eq!(escape_value("<a;b>"), "\\<a\\;b\\>");
+        assert_eq!(escape_value("\u{7f}~"), "\\7F~");
+    }
+
+    #[test]
+    fn subject_shorthand_matches_the_one_cn_and_nothing_else() {
+        let subject = |rfc4514: &str, cns: &[&str]| Subject {
+            rfc4514: rfc4514.into(),
+            common_names: cns.iter().map(|cn| cn.to_string()).collect(),
+        };
+        let origin = subject("CN=origin,O=Acme", &["origin"]);
+        assert!(origin.matches("CN=origin,O=Acme"), "the whole subject");
+        assert!(origin.matches("CN=origin"), "the shorthand");
+        assert!(!origin.matches("CN=other"));
+        assert!(!origin.matches("CN=origin,O=Other"));
+        assert!(!origin.matches("O=Acme"));
+        assert!(!origin.matches("CN=origi"));
+        // Two CNs: the shorthand names neither (`CN=origin,CN=attacker` is not "origin").
+        let two = subject("CN=attacker,CN=origin", &["origin", "attacker"]);
+        assert!(!two.matches("CN=origin"));
+        assert!(two.matches("CN=attacker,CN=origin"));
+        // An escaped separator is part of the name.
+        let comma = subject("CN=a\\,b,O=x", &["a\\,b"]);
+        assert!(comma.matches("CN=a\\,b"));
+    }
+
+    #[test]
+    fn separators_count_only_when_not_escaped() {
+        assert!(has_unescaped_separator("a,b"));
+        assert!(has_unescaped_separator("a+b"));
+        assert!(
+            has_unescaped_separator("a\\\\,b"),
+            "an escaped backslash, then a separator"
+        );
+        assert!(!has_unescaped_separator("a\\,b"));
+        assert!(!has_unescaped_separator("a\\+b"));
+        assert!(!has_unescaped_separator("ab"));
+    }
+
+    #[test]
+    fn fingerprints_are_sha256_of_the_der() {
+        // SHA-256 of the empty string.
+        let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(fingerprint(b""), empty);
+        let colons = fingerprint_colons(b"");
+        assert_eq!(colons.replace(':', ""), empty.to_uppercase());
+        assert!(colons.starts_with("E3:B0:C4:"), "{colons}");
+    }
+
+    #[test]
     fn identity_of_a_generated_leaf() {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(vec!["client.example".to_string()]).expect("params");
@@ -311,8 +394,12 @@ mod tests {
             .distinguished_name
             .push(rcgen::DnType::OrganizationName, "Acme, Inc.");
         params.distinguished_name.push(rcgen::DnType::CommonName, "client");
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://clients.example/a".try_into().expect("uri"),
+        ));
         let cert = params.self_signed(&key).expect("cert");
         let id = ClientIdentity::from_leaf(cert.der());
+        assert_eq!(id.uris, vec!["spiffe://clients.example/a"]);
         assert_eq!(id.subject, "CN=client,O=Acme\\, Inc.");
         assert_eq!(id.dns_names, vec!["client.example"]);
         assert_eq!(id.sha256.len(), 64);
@@ -321,7 +408,13 @@ mod tests {
             xfcc.starts_with(&format!("Hash={};Subject=\"CN=client,O=Acme\\\\, Inc.\"", id.sha256)),
             "{xfcc}"
         );
-        assert!(xfcc.ends_with(";DNS=client.example"), "{xfcc}");
+        assert!(
+            xfcc.ends_with(";URI=spiffe://clients.example/a;DNS=client.example"),
+            "{xfcc}"
+        );
+        let subject = Subject::parse(cert.der()).expect("parses");
+        assert_eq!(subject.rfc4514, id.subject);
+        assert_eq!(subject.common_names, vec!["client"]);
         let b64 = id.rfc9440.to_str().expect("ascii");
         let der = base64::engine::general_purpose::STANDARD
             .decode(b64.trim_matches(':'))

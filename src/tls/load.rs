@@ -166,6 +166,43 @@ mod tests {
     }
 
     #[test]
+    fn files_yield_what_they_hold() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["leaf.test".to_string()]).expect("params");
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(2_000_000_000).expect("time");
+        let leaf = params.self_signed(&key).expect("leaf");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&key).expect("ca");
+
+        let chain = dir.path().join("chain.pem");
+        std::fs::write(&chain, format!("{}{}", leaf.pem(), ca.pem())).expect("write");
+        let certs = certificates(&chain).expect("chain");
+        assert_eq!(certs, vec![leaf.der().clone(), ca.der().clone()]);
+        assert_eq!(not_after(&certs[0]), Some(2_000_000_000));
+        assert!(!is_ca(&certs[0]));
+        assert!(is_ca(&certs[1]));
+        let e = trusted_cas(&chain).expect_err("a leaf is no trust anchor");
+        assert!(e.to_string().contains("certificate #1 is not a CA"), "{e}");
+
+        let issuer = rcgen::Issuer::new(ca_params, key);
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: time::OffsetDateTime::now_utc(),
+            next_update: time::OffsetDateTime::now_utc() + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .expect("crl");
+        let path = dir.path().join("crl.pem");
+        std::fs::write(&path, crl.pem().expect("pem")).expect("write");
+        assert_eq!(crls(&path).expect("crl"), vec![crl.der().clone()]);
+    }
+
+    #[test]
     fn garbage_is_an_error_not_an_empty_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ca.pem");

@@ -568,6 +568,60 @@ async fn leaves_unfit_for_client_auth_are_refused_as_bad_purpose() {
     proxy.stop().await;
 }
 
+/// Presents `chain` but signs CertificateVerify with `key`: what a client holding someone
+/// else's certificate (Cloudflare's shared origin-pull certificate is public) can do.
+#[derive(Debug)]
+struct Presents(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Presents {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_presented_without_its_private_key_is_refused_as_bad_signature() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let proxy = spawn_proxy(with_admin(fx.config(&backend.url()))).await;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // Same key type as the victim's, so the client offers a scheme the certificate allows.
+    let thief_key = provider
+        .key_provider
+        .load_private_key(fx.client_ca.leaf(Leaf::client("thief")).key())
+        .expect("key");
+    let stolen = Arc::new(rustls::sign::CertifiedKey::new(fx.client.chain.clone(), thief_key));
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(fx.server_ca.der.clone()).expect("server CA");
+        let config = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[version])
+            .expect("version")
+            .with_root_certificates(roots)
+            .with_client_cert_resolver(Arc::new(Presents(stolen.clone())));
+        assert_eq!(
+            refusal(proxy.addr, Arc::new(config)).await,
+            Some(AlertDescription::DecryptError),
+            "{version:?}"
+        );
+    }
+    assert_eq!(
+        proxy
+            .metric("originguard_handshakes_total{result=\"bad_signature\"}")
+            .await,
+        2.0
+    );
+    // The victim's own client, with its key, still gets in: the certificate itself is fine.
+    let (status, _, _) = request(proxy.addr, fx.client_config(Some(&fx.client)), get("/")).await;
+    assert_eq!(status, 200);
+    assert_eq!(backend.count(), 1, "only the key holder's request reached the backend");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn allow_lists_match_one_cn_exactly_and_never_a_wildcard_certificate() {
     let fx = Fixture::new();
