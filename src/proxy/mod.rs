@@ -552,7 +552,7 @@ fn log_refusal(
     presented: Option<&CertificateDer<'_>>,
     error: &dyn std::fmt::Display,
 ) {
-    let Some(left_out) = REFUSALS.admit(reason) else {
+    let Some(left_out) = REFUSALS.admit(reason, unix_now()) else {
         debug!(%peer, %reason, %error, "handshake refused");
         return;
     };
@@ -581,16 +581,20 @@ struct RateLimit {
     left_out: [AtomicU64; Reason::COUNT],
 }
 
-static REFUSALS: RateLimit = RateLimit {
-    second: [const { AtomicU64::new(0) }; Reason::COUNT],
-    left_out: [const { AtomicU64::new(0) }; Reason::COUNT],
-};
+static REFUSALS: RateLimit = RateLimit::new();
 
 impl RateLimit {
-    /// `Some(left out since the last line)` when a line may be written now.
-    fn admit(&self, reason: Reason) -> Option<u64> {
+    const fn new() -> RateLimit {
+        RateLimit {
+            second: [const { AtomicU64::new(0) }; Reason::COUNT],
+            left_out: [const { AtomicU64::new(0) }; Reason::COUNT],
+        }
+    }
+
+    /// `Some(left out since the last line)` when a line may be written at `now` (Unix seconds).
+    fn admit(&self, reason: Reason, now: u64) -> Option<u64> {
         let i = reason.index();
-        let now = unix_now() + 1;
+        let now = now + 1;
         let last = self.second[i].load(Ordering::Relaxed);
         if last != now
             && self.second[i]
@@ -682,4 +686,23 @@ async fn linger_close(mut io: impl AsyncRead + AsyncWrite + Unpin) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_lines_are_limited_per_reason_per_second() {
+        let limit = RateLimit::new();
+        assert_eq!(limit.admit(Reason::UnknownIssuer, 100), Some(0));
+        assert_eq!(limit.admit(Reason::UnknownIssuer, 100), None);
+        assert_eq!(limit.admit(Reason::UnknownIssuer, 100), None);
+        // Another reason in the same second has its own budget.
+        assert_eq!(limit.admit(Reason::Expired, 100), Some(0));
+        assert_eq!(limit.admit(Reason::NoCertificate, 100), Some(0));
+        // The next second's line says how many were left out.
+        assert_eq!(limit.admit(Reason::UnknownIssuer, 101), Some(2));
+        assert_eq!(limit.admit(Reason::Expired, 101), Some(0));
+    }
 }

@@ -502,3 +502,95 @@ fn classify(error: webpki::Error) -> (Reason, rustls::Error) {
     };
     (reason, cert_error.into())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pure parts: reasons, notes, the identity map. The policy itself is tested over real
+    //! handshakes (tests/integration/handshake.rs, policy.rs, hardening.rs).
+
+    use super::*;
+
+    const ALL: [Reason; Reason::COUNT] = [
+        Reason::NoCertificate,
+        Reason::UnknownIssuer,
+        Reason::BadDepth,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::Revoked,
+        Reason::NotAllowed,
+        Reason::BadSignature,
+        Reason::BadPurpose,
+        Reason::Timeout,
+        Reason::ProtocolError,
+        Reason::Other,
+    ];
+
+    #[test]
+    fn reasons_have_distinct_labels_and_dense_indices() {
+        let mut labels = std::collections::HashSet::new();
+        for (i, reason) in ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i);
+            assert_eq!(reason.to_string(), reason.as_str());
+            assert!(labels.insert(reason.as_str()), "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn handshake_errors_map_to_reasons_when_the_verifier_recorded_none() {
+        let tls = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let cert = |e: CertificateError| tls(e.into());
+        assert_eq!(
+            Reason::of_handshake_error(&cert(CertificateError::Revoked), Some(Reason::BadDepth)),
+            Reason::BadDepth,
+            "what the verifier recorded wins"
+        );
+        for (error, reason) in [
+            (tls(rustls::Error::NoCertificatesPresented), Reason::NoCertificate),
+            (cert(CertificateError::Expired), Reason::Expired),
+            (cert(CertificateError::NotValidYet), Reason::NotYetValid),
+            (cert(CertificateError::Revoked), Reason::Revoked),
+            (cert(CertificateError::UnknownIssuer), Reason::UnknownIssuer),
+            (cert(CertificateError::BadSignature), Reason::BadSignature),
+            (cert(CertificateError::InvalidPurpose), Reason::BadPurpose),
+            (cert(CertificateError::BadEncoding), Reason::Other),
+            (tls(rustls::Error::HandshakeNotComplete), Reason::ProtocolError),
+            (std::io::Error::other("connection reset"), Reason::ProtocolError),
+        ] {
+            assert_eq!(Reason::of_handshake_error(&error, None), reason, "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn notes_belong_to_the_handshake_that_wrote_them() {
+        assert_eq!(with_notes(|_| ()), None, "no notes outside a handshake");
+        let (sealed, notes) = with_handshake_notes(async {
+            with_notes(|n| {
+                assert!(!n.ticket_sealed());
+                n.sealed_ticket();
+                n.ticket_sealed()
+            })
+        })
+        .await;
+        assert_eq!(sealed, Some(true));
+        assert_eq!(notes, Notes::default());
+        let ((), notes) = with_handshake_notes(async { record_rejection(Reason::Expired) }).await;
+        assert_eq!(notes.rejection, Some(Reason::Expired));
+    }
+
+    #[test]
+    fn one_identity_per_distinct_leaf() {
+        let algorithms = crate::tls::server::provider().signature_verification_algorithms;
+        let verifier = ClientVerifier::new(&[], 1, Revocations::default(), AllowLists::default(), false, algorithms);
+        let leaf = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+            params.self_signed(&key).expect("cert").der().clone()
+        };
+        let (a, b) = (leaf("a.test"), leaf("b.test"));
+        let first = verifier.identity(&a);
+        let other = verifier.identity(&b);
+        assert_eq!(other.dns_names, vec!["b.test"]);
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert!(Arc::ptr_eq(&first, &verifier.identity(&a)), "derived again");
+    }
+}
