@@ -149,3 +149,35 @@ async fn tls13_tickets_leave_with_the_first_response() {
     assert_eq!(tls.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
     proxy.stop().await;
 }
+
+/// Over HTTP/2 the held tickets reach the client too (with the server's first frames or the
+/// first response), and the next HTTP/2 connection resumes and is served.
+#[tokio::test]
+async fn tls13_tickets_held_for_the_first_response_resume_over_http2() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let proxy = spawn_proxy(fx.config(&backend.url())).await;
+    let client = client_config(
+        &fx.server_ca.der,
+        Some(&fx.client),
+        &[&rustls::version::TLS13],
+        &[b"h2"],
+    );
+    for expected in [rustls::HandshakeKind::Full, rustls::HandshakeKind::Resumed] {
+        let tls = tls_connect(proxy.addr, client.clone()).await.expect("handshake");
+        assert_eq!(tls.get_ref().1.handshake_kind(), Some(expected));
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        let request = http::Request::get("https://localhost/h2")
+            .body(empty())
+            .expect("request");
+        let (status, _, _) = collect(send.send_request(request).await.expect("response")).await;
+        assert_eq!(status, 200, "{expected:?}");
+    }
+    assert_eq!(backend.count(), 2);
+    proxy.stop().await;
+}
