@@ -704,5 +704,8 @@ mod tests {
         // The next second's line says how many were left out.
         assert_eq!(limit.admit(Reason::UnknownIssuer, 101), Some(2));
         assert_eq!(limit.admit(Reason::Expired, 101), Some(0));
+        // Second 0 is a second like any other (the table stores second + 1; 0 means never).
+        assert_eq!(limit.admit(Reason::Timeout, 0), Some(0));
+        assert_eq!(limit.admit(Reason::Timeout, 0), None);
     }
 }
