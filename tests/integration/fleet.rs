@@ -1,6 +1,7 @@
 //! Fleet deployment (issue 12): replicas sharing session-ticket keys.
 
 use rustls::HandshakeKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
@@ -421,6 +422,64 @@ async fn an_https_upstream_is_verified_and_alpn_chooses_h2_against_a_real_nginx(
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("proto=HTTP/1.1 host=localhost"), "{body}");
+    proxy.stop().await;
+}
+
+/// A WebSocket through an HTTPS upstream that speaks h2: the upgrade takes a connection that
+/// offered only http/1.1 (HTTP/2 has no Upgrade), and the tunnel carries bytes both ways —
+/// through Debian's nginx terminating TLS (client certificate required) and proxying to the
+/// test backend.
+#[tokio::test]
+async fn a_websocket_reaches_the_app_through_an_https_upstream_that_speaks_h2() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let d = fx.dir.path().display();
+    let addr = nginx::free_port();
+    let server = format!(
+        "  listen {addr} ssl http2;\n  ssl_certificate {d}/server.pem;\n  ssl_certificate_key {d}/server.key;\n\
+         ssl_client_certificate {d}/client-ca.pem;\n  ssl_verify_client on;\n\
+         location / {{\n   proxy_pass {};\n   proxy_http_version 1.1;\n\
+         proxy_set_header Upgrade $http_upgrade;\n   proxy_set_header Connection \"upgrade\";\n\
+         proxy_set_header X-Seen-Protocol $server_protocol;\n  }}",
+        backend.url()
+    );
+    let nginx = nginx::Nginx::start(&fx.path("nginx-ws"), &server, nginx::Ready::Tcp(addr));
+    let proxy = spawn_proxy(https_upstream(
+        &fx,
+        addr,
+        &fx.write("upstream-ca.pem", &fx.server_ca.pem),
+    ))
+    .await;
+
+    // An ordinary request first: ALPN picks h2 with this nginx.
+    let client = fx.client_config(Some(&fx.client));
+    let (status, _, _) = request(proxy.addr, client.clone(), get("/plain")).await;
+    assert_eq!(status, 200, "{}", nginx.error_log());
+    assert_eq!(backend.last().headers["x-seen-protocol"], "HTTP/2.0");
+
+    let mut tls = tls_connect(proxy.addr, client).await.expect("handshake");
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: localhost\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let head = read_head(&mut tls).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head} / {}", nginx.error_log());
+    let seen = backend.last();
+    assert_eq!(seen.headers["x-seen-protocol"], "HTTP/1.1", "the upgrade went over h2");
+    assert_eq!(seen.headers["upgrade"], "websocket");
+    assert!(seen.headers.contains_key("x-forwarded-client-cert"));
+    for message in [&b"hello"[..], b"through two TLS hops"] {
+        tls.write_all(message).await.expect("write");
+        let mut buf = vec![0u8; message.len()];
+        tokio::time::timeout(WAIT, tls.read_exact(&mut buf))
+            .await
+            .expect("bounded")
+            .expect("echo");
+        assert_eq!(buf, message);
+    }
+    drop(tls);
     proxy.stop().await;
 }
 

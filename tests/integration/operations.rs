@@ -366,22 +366,7 @@ async fn websocket_upgrade_passes_through() {
     )
     .await
     .expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(WAIT, tls.read(&mut byte))
-            .await
-            .expect("bounded")
-            .expect("read");
-        assert_eq!(
-            n,
-            1,
-            "closed before the response head: {}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let head = read_head(&mut tls).await.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     let seen = backend.last();

@@ -622,6 +622,27 @@ pub async fn collect(response: Response<Incoming>) -> (StatusCode, HeaderMap, By
     (status, headers, body)
 }
 
+/// Reads an HTTP/1.1 response head byte by byte (nothing after it is consumed), bounded by
+/// [`WAIT`].
+pub async fn read_head(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut byte))
+            .await
+            .expect("bounded")
+            .expect("read");
+        assert_eq!(
+            n,
+            1,
+            "closed before the response head: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 pub fn get(path: &str) -> Request<TestBody> {
     Request::get(path)
         .header("host", "localhost")
