@@ -1,7 +1,6 @@
 //! Fleet deployment (issue 12): replicas sharing session-ticket keys.
 
 use rustls::HandshakeKind;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
@@ -458,26 +457,14 @@ async fn a_websocket_reaches_the_app_through_an_https_upstream_that_speaks_h2() 
     assert_eq!(backend.last().headers["x-seen-protocol"], "HTTP/2.0");
 
     let mut tls = tls_connect(proxy.addr, client).await.expect("handshake");
-    tls.write_all(
-        b"GET /ws HTTP/1.1\r\nhost: localhost\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
-          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let head = read_head(&mut tls).await.to_ascii_lowercase();
+    let head = websocket_upgrade(&mut tls).await;
     assert!(head.starts_with("http/1.1 101"), "{head} / {}", nginx.error_log());
     let seen = backend.last();
     assert_eq!(seen.headers["x-seen-protocol"], "HTTP/1.1", "the upgrade went over h2");
     assert_eq!(seen.headers["upgrade"], "websocket");
     assert!(seen.headers.contains_key("x-forwarded-client-cert"));
     for message in [&b"hello"[..], b"through two TLS hops"] {
-        tls.write_all(message).await.expect("write");
-        let mut buf = vec![0u8; message.len()];
-        tokio::time::timeout(WAIT, tls.read_exact(&mut buf))
-            .await
-            .expect("bounded")
-            .expect("echo");
-        assert_eq!(buf, message);
+        assert_echoes(&mut tls, message).await;
     }
     drop(tls);
     proxy.stop().await;

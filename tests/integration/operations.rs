@@ -360,26 +360,14 @@ async fn websocket_upgrade_passes_through() {
     let mut tls = tls_connect(proxy.addr, fx.client_config(Some(&fx.client)))
         .await
         .expect("handshake");
-    tls.write_all(
-        b"GET /ws HTTP/1.1\r\nhost: localhost\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
-          sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let head = read_head(&mut tls).await.to_ascii_lowercase();
+    let head = websocket_upgrade(&mut tls).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     let seen = backend.last();
     assert_eq!(seen.headers["upgrade"], "websocket");
     assert!(seen.headers.contains_key("x-forwarded-client-cert"));
     for message in [&b"hello"[..], b"through the proxy"] {
-        tls.write_all(message).await.expect("write");
-        let mut buf = vec![0u8; message.len()];
-        tokio::time::timeout(WAIT, tls.read_exact(&mut buf))
-            .await
-            .expect("bounded")
-            .expect("echo");
-        assert_eq!(buf, message);
+        assert_echoes(&mut tls, message).await;
     }
     // The tunnel is a connection: counted, and waited for by the drain.
     assert_eq!(proxy.metric("originguard_connections_open").await, 1.0);

@@ -643,6 +643,29 @@ pub async fn read_head(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
+/// Sends an HTTP/1.1 WebSocket upgrade for `/ws` and returns the response head, lower case.
+pub async fn websocket_upgrade(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin)) -> String {
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nhost: localhost\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+              sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    read_head(stream).await.to_ascii_lowercase()
+}
+
+/// Writes `message` and asserts the same bytes come back (the test backend echoes a tunnel).
+pub async fn assert_echoes(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin), message: &[u8]) {
+    stream.write_all(message).await.expect("write");
+    let mut buf = vec![0u8; message.len()];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut buf))
+        .await
+        .expect("bounded")
+        .expect("echo");
+    assert_eq!(buf, message);
+}
+
 pub fn get(path: &str) -> Request<TestBody> {
     Request::get(path)
         .header("host", "localhost")
