@@ -4,16 +4,6 @@ use rustls::HandshakeKind;
 
 use crate::support::*;
 
-/// A TLS 1.3 client with a session cache of its own (tickets offered on later connections).
-fn tls13(fx: &Fixture) -> std::sync::Arc<rustls::ClientConfig> {
-    client_config(
-        &fx.server_ca.der,
-        Some(&fx.client),
-        &[&rustls::version::TLS13],
-        &[b"http/1.1"],
-    )
-}
-
 #[tokio::test]
 async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_keys_or_trust_change() {
     let fx = Fixture::new();
@@ -32,7 +22,7 @@ async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_key
     config.tls.ticket_keys = Some(keys.clone());
     let a = spawn_proxy(config.clone()).await;
     let b = spawn_proxy(config.clone()).await;
-    let client = tls13(&fx);
+    let client = fx.tls13_client(b"http/1.1");
 
     // A ticket issued by replica A resumes on replica B (and the identity is forwarded again).
     assert_eq!(
@@ -52,7 +42,7 @@ async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_key
     // A rotation keeps the previous key for decryption...
     pki(&["--keep", "2"]);
     let rotated = spawn_proxy(config.clone()).await;
-    let fresh = tls13(&fx);
+    let fresh = fx.tls13_client(b"http/1.1");
     assert_eq!(
         request_once(a.addr, "localhost", fresh.clone()).await,
         Ok(HandshakeKind::Full)
@@ -64,7 +54,7 @@ async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_key
     // ...until it is rotated out.
     pki(&["--keep", "1"]);
     let rotated_out = spawn_proxy(config.clone()).await;
-    let fresh = tls13(&fx);
+    let fresh = fx.tls13_client(b"http/1.1");
     assert_eq!(
         request_once(a.addr, "localhost", fresh.clone()).await,
         Ok(HandshakeKind::Full)
@@ -76,7 +66,7 @@ async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_key
 
     // Same keys, changed trust (a CRL added): no ticket of the old trust resumes.
     let current = spawn_proxy(config.clone()).await;
-    let fresh = tls13(&fx);
+    let fresh = fx.tls13_client(b"http/1.1");
     assert_eq!(
         request_once(current.addr, "localhost", fresh.clone()).await,
         Ok(HandshakeKind::Full)
@@ -91,7 +81,7 @@ async fn replicas_with_one_ticket_key_file_resume_each_others_sessions_until_key
     );
     // Control: the same trust on another replica does resume.
     let twin = spawn_proxy(config).await;
-    let control = tls13(&fx);
+    let control = fx.tls13_client(b"http/1.1");
     assert_eq!(
         request_once(current.addr, "localhost", control.clone()).await,
         Ok(HandshakeKind::Full)

@@ -321,12 +321,7 @@ async fn resumed_tls13_session_forwards_the_same_identity() {
     let fx = Fixture::new();
     let backend = Backend::tcp().await;
     let proxy = spawn_proxy(fx.config(&backend.url())).await;
-    let config = client_config(
-        &fx.server_ca.der,
-        Some(&fx.client),
-        &[&rustls::version::TLS13],
-        &[b"http/1.1"],
-    );
+    let config = fx.tls13_client(b"http/1.1");
     let (first, xfcc1) = one_request(proxy.addr, "localhost", config.clone(), &backend)
         .await
         .expect("first");
@@ -347,12 +342,7 @@ async fn resumption_off_means_every_handshake_is_full() {
     let mut config = fx.config(&backend.url());
     config.tls.session_resumption = SessionResumption::Off;
     let proxy = spawn_proxy(config).await;
-    let client = client_config(
-        &fx.server_ca.der,
-        Some(&fx.client),
-        &[&rustls::version::TLS13],
-        &[b"http/1.1"],
-    );
+    let client = fx.tls13_client(b"http/1.1");
     for _ in 0..3 {
         let (kind, _) = one_request(proxy.addr, "localhost", client.clone(), &backend)
             .await

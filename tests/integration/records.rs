@@ -96,12 +96,7 @@ async fn tls13_tickets_leave_with_the_first_response() {
     let fx = Fixture::new();
     let backend = Backend::tcp().await;
     let proxy = spawn_proxy(fx.config(&backend.url())).await;
-    let client = client_config(
-        &fx.server_ca.der,
-        Some(&fx.client),
-        &[&rustls::version::TLS13],
-        &[b"http/1.1"],
-    );
+    let client = fx.tls13_client(b"http/1.1");
     let (relay, records) = counting_relay(proxy.addr).await;
     let tls = tls_connect(relay, client.clone()).await.expect("handshake");
     assert_eq!(tls.get_ref().1.handshake_kind(), Some(rustls::HandshakeKind::Full));
@@ -157,12 +152,7 @@ async fn tls13_tickets_held_for_the_first_response_resume_over_http2() {
     let fx = Fixture::new();
     let backend = Backend::tcp().await;
     let proxy = spawn_proxy(fx.config(&backend.url())).await;
-    let client = client_config(
-        &fx.server_ca.der,
-        Some(&fx.client),
-        &[&rustls::version::TLS13],
-        &[b"h2"],
-    );
+    let client = fx.tls13_client(b"h2");
     for expected in [rustls::HandshakeKind::Full, rustls::HandshakeKind::Resumed] {
         let tls = tls_connect(proxy.addr, client.clone()).await.expect("handshake");
         assert_eq!(tls.get_ref().1.handshake_kind(), Some(expected));

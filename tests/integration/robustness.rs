@@ -303,12 +303,7 @@ async fn http2_header_abuse_is_refused_and_host_is_what_was_checked() {
     let proxy = spawn_proxy(fx.config(&format!("http://{}", backend.addr))).await;
 
     // hyper's client refuses to *send* invalid header bytes, so speak h2 frames directly.
-    let config = client_config(
-        &fx.server_ca.der,
-        Some(&fx.client),
-        &[&rustls::version::TLS13],
-        &[b"h2"],
-    );
+    let config = fx.tls13_client(b"h2");
     type Fields<'a> = Vec<(&'a [u8], &'a [u8])>;
     let cases: Vec<(&str, Fields)> = vec![
         ("CR LF in a value", vec![(b"x-evil", b"a\r\nx-injected: 1")]),

@@ -404,6 +404,17 @@ impl Fixture {
         Config::load(&path).expect("valid test config")
     }
 
+    /// A TLS 1.3-only client presenting the fixture's client certificate, offering `alpn`, with
+    /// a session cache of its own (tickets offered on later connections).
+    pub fn tls13_client(&self, alpn: &[u8]) -> Arc<ClientConfig> {
+        client_config(
+            &self.server_ca.der,
+            Some(&self.client),
+            &[&rustls::version::TLS13],
+            &[alpn],
+        )
+    }
+
     pub fn client_config(&self, client: Option<&ClientCert>) -> Arc<ClientConfig> {
         client_config(
             &self.server_ca.der,
