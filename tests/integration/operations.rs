@@ -374,12 +374,7 @@ async fn websocket_upgrade_passes_through() {
     proxy.shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!proxy.task.is_finished(), "the drain did not wait for the open tunnel");
-    tls.write_all(b"still there").await.expect("write during drain");
-    let mut buf = [0u8; 11];
-    tokio::time::timeout(WAIT, tls.read_exact(&mut buf))
-        .await
-        .expect("bounded")
-        .expect("echo during drain");
+    assert_echoes(&mut tls, b"still there").await;
     drop(tls);
     tokio::time::timeout(WAIT, proxy.task)
         .await
@@ -488,13 +483,7 @@ async fn websocket_over_http2_extended_connect_reaches_an_http1_backend() {
     assert!(seen.headers.contains_key("x-forwarded-client-cert"));
     let mut tunnel = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.expect("upgraded"));
     for message in [&b"over h2"[..], b"and back"] {
-        tunnel.write_all(message).await.expect("write");
-        let mut buf = vec![0u8; message.len()];
-        tokio::time::timeout(WAIT, tunnel.read_exact(&mut buf))
-            .await
-            .expect("bounded")
-            .expect("echo");
-        assert_eq!(buf, message);
+        assert_echoes(&mut tunnel, message).await;
     }
     // A plain CONNECT is not a forward proxy's tunnel here.
     let plain = Request::connect("https://localhost/").body(empty()).expect("request");
