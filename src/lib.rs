@@ -19,8 +19,8 @@
 //!                                   │             proxy::tunnel (WebSocket), proxy::error (the
 //!                                   │                one rescue point), proxy::access_log
 //!                                   ▼
-//!                          proxy::upstream (per policy; pooled; HTTP/1.1, h2c or HTTPS with
-//!                                   ALPN; TCP or Unix)
+//!                          proxy::upstream (per policy; HTTP/1.1 pooled, HTTP/2 one shared
+//!                                   connection; h2c or HTTPS with ALPN; TCP or Unix)
 //! ```
 //!
 //! A client without an acceptable certificate never completes the TLS handshake, so nothing

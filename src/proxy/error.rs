@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProxyError {
     #[error("upstream request failed")]
-    Upstream(#[source] hyper_util::client::legacy::Error),
+    Upstream(#[source] super::upstream::UpstreamError),
     #[error("upstream sent no response head in time")]
     UpstreamTimeout,
     #[error("request host belongs to another policy than the connection")]
@@ -43,7 +43,7 @@ pub(crate) enum ProxyError {
     #[error("header not allowed")]
     BadHeader(#[source] super::headers::UnderscoreRejected),
     #[error("the client's request body failed")]
-    ClientBody(#[source] hyper_util::client::legacy::Error),
+    ClientBody(#[source] super::upstream::UpstreamError),
     #[error("CONNECT (other than an HTTP/2 WebSocket to an HTTP/1.1 upstream) is not supported")]
     UnsupportedProtocol,
     #[error("internal error: {0}")]
@@ -53,7 +53,7 @@ pub(crate) enum ProxyError {
 impl ProxyError {
     /// Classifies a failed upstream exchange: the client's own body failing (malformed chunks,
     /// an aborted upload) is the client's fault, not the upstream's.
-    pub(crate) fn from_upstream(error: hyper_util::client::legacy::Error) -> ProxyError {
+    pub(crate) fn from_upstream(error: super::upstream::UpstreamError) -> ProxyError {
         let mut source = std::error::Error::source(&error);
         while let Some(e) = source {
             if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user) {
@@ -174,7 +174,7 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Whether TLS with an `https://` upstream failed (its certificate refused, say).
-fn is_tls(error: &hyper_util::client::legacy::Error) -> bool {
+fn is_tls(error: &super::upstream::UpstreamError) -> bool {
     let mut source = std::error::Error::source(error);
     while let Some(e) = source {
         if e.is::<super::upstream::UpstreamTlsError>() {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -100,7 +100,7 @@ pub(crate) async fn handle(mut request: Request<Incoming>, conn: Arc<Connection>
     } else if ambiguous_framing(request.headers(), conn.activity.saw_content_length()) {
         Err(ProxyError::BadFraming)
     } else {
-        let upstream_http1 = conn.proxy.upstream_for(conn.policy).version() == Version::HTTP_11;
+        let upstream_http1 = conn.proxy.upstream_for(conn.policy).upgrades();
         let tunnel = match tunnel::kind(&request, upstream_http1) {
             Ok(Some(kind)) => Some((kind, hyper::upgrade::on(&mut request))),
             Ok(None) => None,
@@ -203,21 +203,10 @@ async fn forward(
         headers.insert(CLIENT_CERT.clone(), conn.identity.rfc9440.clone());
     }
 
+    // The upstream puts the host in Host (HTTP/1.1) or :authority (HTTP/2).
     let upstream = proxy.upstream_for(conn.policy);
-    parts.version = upstream.version();
-    parts.uri = upstream.uri_for(&parts.uri, &host);
-    if upstream.may_be_h2() {
-        // HTTP/2 carries the host in :authority, and a `host` beside it is a duplicate to nginx
-        // (400) and malformed to RFC 9113 §8.3.1 if it differs. The URI's authority is the
-        // client's host: hyper makes it :authority on HTTP/2, or Host on an HTTP/1.1
-        // connection that ALPN chose.
-        headers.remove(header::HOST);
-    } else {
-        headers.insert(header::HOST, host);
-    }
-
     let response_timeout = upstream.response_timeout();
-    let upstream = upstream.request(Request::from_parts(parts, body), tunnel.is_some());
+    let upstream = upstream.send(parts, body, host, tunnel.is_some());
     let mut response = match tokio::time::timeout(response_timeout, upstream).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) => return Err(ProxyError::from_upstream(e)),

@@ -1,28 +1,45 @@
-//! The pooled upstream client: HTTP/1.1 (or h2c with prior knowledge) over TCP or a Unix socket,
-//! or HTTPS with ALPN choosing h2 or http/1.1.
+//! The upstream client: HTTP/1.1 (or h2c with prior knowledge) over TCP or a Unix socket, or
+//! HTTPS with ALPN choosing h2 or http/1.1.
 //!
-//! One `hyper_util` legacy client per upstream keeps connections alive and reuses them across
-//! requests from every inbound connection; a new connection per request (hyper's gateway
-//! example) would cost a TCP handshake on the hot path. HTTPS uses the same rustls and provider
-//! as the listener (no second TLS stack), verifying the upstream against `upstream.ca` or the
-//! webpki roots.
+//! HTTP/1.1 connections are pooled by `hyper_util`'s legacy client and reused across requests
+//! from every inbound connection; a new connection per request (hyper's gateway example) would
+//! cost a TCP handshake on the hot path. Every HTTP/1.1 request names the upstream's own
+//! authority, so they all share one pool whatever their `Host`.
+//!
+//! HTTP/2 is one connection per upstream that every request shares (Envoy's shape), each stream
+//! with its own `:authority`: the legacy client keys its pool by the request's authority, which
+//! on HTTP/2 is the client's host, so it opened one upstream connection per distinct host. The
+//! connection is made on first use, replaced when it closes, and a request that never reached a
+//! closing connection is retried once on a new one. Where ALPN decides, a connection that did
+//! not choose h2 turns this upstream to the HTTP/1.1 pool for the rest of its generation.
+//!
+//! HTTPS uses the same rustls and provider as the listener (no second TLS stack), verifying the
+//! upstream against `upstream.ca` or the webpki roots.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{Request, Version};
+use http::{Request, Response, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use hyper::client::conn::http2;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpStream, UnixStream};
+use tower_service::Service;
+use tracing::debug;
 
 use super::ProxyBody;
 use crate::config::{ConfigError, UpstreamConfig, UpstreamProtocol, UpstreamTarget, UpstreamTls};
@@ -31,18 +48,55 @@ use crate::tls::load;
 /// Idle pooled connections are closed after this; backends commonly time out at 60–120 s.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A pooled client for the configured upstream.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How often a request the upstream's HTTP/2 connection did not take is sent again, each time
+/// on a newer connection.
+const H2_RETRIES: usize = 2;
+
+/// Why an exchange with the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("HTTP/1.1 exchange failed")]
+    Http1(#[source] hyper_util::client::legacy::Error),
+    #[error("connecting for HTTP/2 failed")]
+    Connect(#[source] BoxError),
+    #[error("HTTP/2 exchange failed")]
+    Http2(#[source] hyper::Error),
+}
+
+impl UpstreamError {
+    /// No connection could be made (refused, unreachable, timed out, TLS failed).
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Http1(e) => e.is_connect(),
+            UpstreamError::Connect(_) => true,
+            UpstreamError::Http2(_) => false,
+        }
+    }
+}
+
+/// The client for one configured upstream.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    pool: Pool,
-    /// An `https://` upstream that may pick h2: upgrades (WebSocket) are HTTP/1.1-only, so they
-    /// get connections of their own that offer only http/1.1.
-    upgrade_pool: Option<Pool>,
+    transport: Transport,
+    /// The upstream's own authority: the HTTP/1.1 pool's one key.
     authority: Authority,
-    version: Version,
-    /// Whether the pool may speak HTTP/2, where the URI's authority becomes `:authority`.
-    may_be_h2: bool,
+    /// `:scheme` on HTTP/2.
+    scheme: Scheme,
     response_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+enum Transport {
+    /// Pooled HTTP/1.1 connections.
+    Http1(Pool),
+    /// One shared HTTP/2 connection, prior knowledge.
+    H2c(Arc<H2Session>),
+    /// `https://` with ALPN offering h2 and http/1.1: the shared connection while the upstream
+    /// chooses h2; the pool (offering only http/1.1) for upgrades, which HTTP/2 cannot carry,
+    /// and for everything once it chose http/1.1.
+    Alpn { h2: Arc<H2Session>, http1: Pool },
 }
 
 #[derive(Clone, Debug)]
@@ -53,13 +107,201 @@ enum Pool {
 }
 
 impl Pool {
-    fn request(&self, request: Request<ProxyBody>) -> ResponseFuture {
+    async fn request(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
         match self {
-            Pool::Tcp(client) => client.request(request),
-            Pool::Tls(client) => client.request(request),
-            Pool::Unix(client) => client.request(request),
+            Pool::Tcp(client) => client.request(request).await,
+            Pool::Tls(client) => client.request(request).await,
+            Pool::Unix(client) => client.request(request).await,
+        }
+        .map_err(UpstreamError::Http1)
+    }
+}
+
+/// How the shared HTTP/2 connection is made.
+#[derive(Clone, Debug)]
+enum Connector {
+    Tcp(FixedTarget),
+    /// ALPN decides: a connection that did not choose h2 sends the upstream to HTTP/1.1.
+    Tls(TlsTarget),
+    Unix(UnixConnector),
+}
+
+/// The shared connection, numbered so that a request that found it going away drops it only if
+/// it is still the current one.
+#[derive(Clone, Debug)]
+struct Shared {
+    serial: u64,
+    sender: http2::SendRequest<ProxyBody>,
+}
+
+/// One HTTP/2 connection shared by every request to the upstream.
+#[derive(Debug)]
+struct H2Session {
+    connector: Connector,
+    builder: http2::Builder<TokioExecutor>,
+    /// The connection, while it is open and not going away.
+    current: Mutex<Option<Shared>>,
+    /// Connections made, for [`Shared::serial`].
+    made: AtomicU64,
+    /// Held while connecting, so concurrent first requests share one connection.
+    connecting: tokio::sync::Mutex<()>,
+    /// ALPN chose http/1.1: every request takes the HTTP/1.1 pool from now on.
+    http1_only: AtomicBool,
+}
+
+impl H2Session {
+    fn new(connector: Connector) -> Arc<H2Session> {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new());
+        Arc::new(H2Session {
+            connector,
+            builder,
+            current: Mutex::new(None),
+            made: AtomicU64::new(0),
+            connecting: tokio::sync::Mutex::new(()),
+            http1_only: AtomicBool::new(false),
+        })
+    }
+
+    /// The open connection, if any.
+    fn open(&self) -> Option<Shared> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().filter(|shared| !shared.sender.is_closed()).cloned()
+    }
+
+    /// The connection to send on, made if there is none; `None`: ALPN chose http/1.1.
+    async fn sender(&self) -> Result<Option<Shared>, UpstreamError> {
+        if self.http1_only.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        if let Some(sender) = self.open() {
+            return Ok(Some(sender));
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(sender) = self.open() {
+            return Ok(Some(sender));
+        }
+        if self.http1_only.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let sender = match &self.connector {
+            Connector::Tcp(tcp) => {
+                let io = tcp.clone().call(tcp.target.clone()).await;
+                self.handshake(io.map_err(|e| UpstreamError::Connect(e.into()))?)
+                    .await?
+            }
+            Connector::Unix(unix) => {
+                let io = unix.clone().call(Uri::default()).await;
+                self.handshake(io.map_err(|e| UpstreamError::Connect(e.into()))?)
+                    .await?
+            }
+            Connector::Tls(tls) => {
+                let io = tls
+                    .clone()
+                    .call(tls.tcp.target.clone())
+                    .await
+                    .map_err(UpstreamError::Connect)?;
+                if !io.is_h2() {
+                    debug!(target = %tls.tcp.target, "the upstream's ALPN chose http/1.1: HTTP/1.1 from now on");
+                    self.http1_only.store(true, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                self.handshake(io).await?
+            }
+        };
+        let shared = Shared {
+            serial: self.made.fetch_add(1, Ordering::Relaxed),
+            sender,
+        };
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());
+        Ok(Some(shared))
+    }
+
+    /// HTTP/2 over a new connection; the connection is driven by a task of its own.
+    async fn handshake<T>(&self, io: T) -> Result<http2::SendRequest<ProxyBody>, UpstreamError>
+    where
+        T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, connection) = self.builder.handshake(io).await.map_err(UpstreamError::Http2)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends on the shared connection, retrying on a new connection (at most
+    /// [`H2_RETRIES`] times) a request the old one never carried: one that never left (the
+    /// connection was closing), or — when it has no body, so that it can be made again — one
+    /// the upstream refused unprocessed (streams above a graceful GOAWAY's last stream id,
+    /// RFC 9113 §6.8; `REFUSED_STREAM`, §8.7). nginx sends a GOAWAY every `keepalive_requests`
+    /// (1000 by default), so this happens in steady state. A request whose body has started to
+    /// leave is not retried: the body is gone.
+    async fn send(
+        &self,
+        mut shared: Shared,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut retries = 0;
+        loop {
+            let again = request.body().is_end_stream().then(|| bodiless_copy(&request));
+            let mut error = match shared.sender.try_send_request(request).await {
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            request = match (error.take_message(), again) {
+                (Some(request), _) => request,
+                (None, Some(again)) if unprocessed(error.error()) => again,
+                (None, _) => return Err(UpstreamError::Http2(error.into_error())),
+            };
+            if retries == H2_RETRIES {
+                return Err(UpstreamError::Http2(error.into_error()));
+            }
+            retries += 1;
+            debug!(error = %error.error(), "upstream HTTP/2 connection did not take the request: retrying");
+            // The connection is closed or going away: no new request may take it.
+            self.forget(shared.serial);
+            shared = match self.sender().await? {
+                Some(shared) => shared,
+                None => return Err(UpstreamError::Http2(error.into_error())),
+            };
         }
     }
+}
+
+impl H2Session {
+    /// Drops connection `serial` if it is still the current one.
+    fn forget(&self, serial: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|shared| shared.serial == serial) {
+            *current = None;
+        }
+    }
+}
+
+/// The request again, for a request without a body (what HTTP/2 sends of it is its head).
+fn bodiless_copy(request: &Request<ProxyBody>) -> Request<ProxyBody> {
+    let mut copy = Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Whether the upstream refused an HTTP/2 stream without processing it: a graceful GOAWAY
+/// that did not cover it (or came before it), or a `REFUSED_STREAM` reset.
+fn unprocessed(error: &hyper::Error) -> bool {
+    let Some(h2) = std::error::Error::source(error).and_then(|e| e.downcast_ref::<h2::Error>()) else {
+        return false;
+    };
+    h2.is_remote()
+        && match h2.reason() {
+            Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
+            Some(h2::Reason::REFUSED_STREAM) => h2.is_reset(),
+            _ => false,
+        }
 }
 
 impl Upstream {
@@ -71,8 +313,7 @@ impl Upstream {
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(config.protocol == UpstreamProtocol::H2c);
+            .timer(TokioTimer::new());
         let tcp = |authority: &Authority| {
             let mut http = HttpConnector::new();
             http.set_connect_timeout(Some(config.connect_timeout));
@@ -85,15 +326,17 @@ impl Upstream {
                 .expect("scheme, authority and path are all set");
             FixedTarget { http, target }
         };
-        let mut upgrade_pool = None;
-        let (pool, authority) = match &config.target {
-            UpstreamTarget::Tcp(authority) => (Pool::Tcp(builder.build(tcp(authority))), authority.clone()),
+        let h2c = config.protocol == UpstreamProtocol::H2c;
+        let (transport, authority, scheme) = match &config.target {
+            UpstreamTarget::Tcp(authority) => {
+                let transport = match h2c {
+                    true => Transport::H2c(H2Session::new(Connector::Tcp(tcp(authority)))),
+                    false => Transport::Http1(Pool::Tcp(builder.build(tcp(authority)))),
+                };
+                (transport, authority.clone(), Scheme::HTTP)
+            }
             UpstreamTarget::Https(authority) => {
                 let name = server_name(&config.tls, authority, file)?;
-                let alpn: &[&[u8]] = match config.protocol {
-                    UpstreamProtocol::Alpn => &[b"h2", b"http/1.1"],
-                    _ => &[b"http/1.1"],
-                };
                 let connector = |alpn: &[&[u8]]| -> Result<TlsTarget, ConfigError> {
                     Ok(TlsTarget {
                         tcp: tcp(authority),
@@ -102,33 +345,33 @@ impl Upstream {
                         timeout: config.connect_timeout,
                     })
                 };
-                if config.protocol == UpstreamProtocol::Alpn {
-                    upgrade_pool = Some(Pool::Tls(builder.build(connector(&[b"http/1.1"])?)));
-                }
-                (Pool::Tls(builder.build(connector(alpn)?)), authority.clone())
+                let http1 = Pool::Tls(builder.build(connector(&[b"http/1.1"])?));
+                let transport = match config.protocol {
+                    UpstreamProtocol::Alpn => Transport::Alpn {
+                        h2: H2Session::new(Connector::Tls(connector(&[b"h2", b"http/1.1"])?)),
+                        http1,
+                    },
+                    _ => Transport::Http1(http1),
+                };
+                (transport, authority.clone(), Scheme::HTTPS)
             }
             UpstreamTarget::Unix(path) => {
                 let connector = UnixConnector {
                     path: Arc::new(path.clone()),
                     timeout: config.connect_timeout,
                 };
+                let transport = match h2c {
+                    true => Transport::H2c(H2Session::new(Connector::Unix(connector))),
+                    false => Transport::Http1(Pool::Unix(builder.build(connector))),
+                };
                 // The authority only keys the pool; Host comes from the client's request.
-                (
-                    Pool::Unix(builder.build(connector)),
-                    Authority::from_static("localhost"),
-                )
+                (transport, Authority::from_static("localhost"), Scheme::HTTP)
             }
         };
-        let version = match config.protocol {
-            UpstreamProtocol::Http1 | UpstreamProtocol::Alpn => Version::HTTP_11,
-            UpstreamProtocol::H2c => Version::HTTP_2,
-        };
         Ok(Upstream {
-            pool,
-            upgrade_pool,
+            transport,
             authority,
-            version,
-            may_be_h2: config.protocol != UpstreamProtocol::Http1,
+            scheme,
             response_timeout: config.response_timeout,
         })
     }
@@ -138,45 +381,81 @@ impl Upstream {
         self.response_timeout
     }
 
-    /// The URI the upstream request is sent to: the client's path, and as authority our
-    /// upstream's — or, when the connection may be HTTP/2 (where it becomes `:authority`), the
-    /// client's host. The connectors ignore the URI's authority: it only keys the pool.
-    pub(crate) fn uri_for(&self, incoming: &Uri, host: &http::HeaderValue) -> Uri {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(
-            self.may_be_h2
-                .then(|| Authority::try_from(host.as_bytes()).ok())
-                .flatten()
-                .unwrap_or_else(|| self.authority.clone()),
-        );
-        parts.path_and_query = Some(
-            incoming
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        Uri::from_parts(parts).expect("scheme, authority and path are all set")
+    /// Whether an HTTP/1.1 upgrade can reach the upstream: there are HTTP/1.1 connections.
+    pub(crate) fn upgrades(&self) -> bool {
+        !matches!(self.transport, Transport::H2c(_))
     }
 
-    /// The HTTP version requests must carry for this upstream's connections: HTTP/2 for h2c,
-    /// HTTP/1.1 otherwise (hyper sends it as HTTP/2 where ALPN chose h2).
-    pub(crate) fn version(&self) -> Version {
-        self.version
-    }
-
-    /// Whether a request may travel as HTTP/2 (h2c, or ALPN), its host as the URI's authority.
-    pub(crate) fn may_be_h2(&self) -> bool {
-        self.may_be_h2
-    }
-
-    /// Sends a request; `upgrade`: it asks to switch protocols, which needs HTTP/1.1.
-    pub(crate) fn request(&self, request: Request<ProxyBody>, upgrade: bool) -> ResponseFuture {
-        match (&self.upgrade_pool, upgrade) {
-            (Some(pool), true) => pool.request(request),
-            _ => self.pool.request(request),
+    /// Sends the client's request (`parts` already sanitized, `host` its validated host) and
+    /// waits for the response head. `upgrade`: it asks to switch protocols, which needs
+    /// HTTP/1.1.
+    ///
+    /// On HTTP/1.1 the host travels as `Host` and the URI names the upstream (the pool's key);
+    /// on HTTP/2 it is `:authority` and there is no `host` header, which strict servers such as
+    /// nginx refuse beside `:authority` (RFC 9113 §8.3.1).
+    pub(crate) async fn send(
+        &self,
+        parts: Parts,
+        body: ProxyBody,
+        host: HeaderValue,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match &self.transport {
+            Transport::Http1(pool) => self.http1(pool, parts, body, host).await,
+            Transport::Alpn { http1, .. } if upgrade => self.http1(http1, parts, body, host).await,
+            // An upgrade to an h2c upstream goes as an ordinary request (hyper drops `Upgrade`).
+            Transport::H2c(h2) => match h2.sender().await? {
+                Some(sender) => self.h2(h2, sender, parts, body, host).await,
+                None => Err(UpstreamError::Connect("an h2c connection turned to HTTP/1.1".into())),
+            },
+            Transport::Alpn { h2, http1 } => match h2.sender().await? {
+                Some(sender) => self.h2(h2, sender, parts, body, host).await,
+                None => self.http1(http1, parts, body, host).await,
+            },
         }
     }
+
+    async fn http1(
+        &self,
+        pool: &Pool,
+        mut parts: Parts,
+        body: ProxyBody,
+        host: HeaderValue,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        parts.version = Version::HTTP_11;
+        parts.uri = uri(Scheme::HTTP, self.authority.clone(), &parts.uri);
+        parts.headers.insert(header::HOST, host);
+        pool.request(Request::from_parts(parts, body)).await
+    }
+
+    async fn h2(
+        &self,
+        session: &H2Session,
+        shared: Shared,
+        mut parts: Parts,
+        body: ProxyBody,
+        host: HeaderValue,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let authority = Authority::try_from(host.as_bytes()).unwrap_or_else(|_| self.authority.clone());
+        parts.version = Version::HTTP_2;
+        parts.uri = uri(self.scheme.clone(), authority, &parts.uri);
+        parts.headers.remove(header::HOST);
+        session.send(shared, Request::from_parts(parts, body)).await
+    }
+}
+
+/// `scheme://authority` and the incoming request's path and query.
+fn uri(scheme: Scheme, authority: Authority, incoming: &Uri) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(
+        incoming
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).expect("scheme, authority and path are all set")
 }
 
 /// The name to send as SNI and verify: `server_name`, or the URL's host.
@@ -235,10 +514,10 @@ pub(crate) struct FixedTarget {
     target: Uri,
 }
 
-impl tower_service::Service<Uri> for FixedTarget {
-    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
-    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
-    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+impl Service<Uri> for FixedTarget {
+    type Response = <HttpConnector as Service<Uri>>::Response;
+    type Error = <HttpConnector as Service<Uri>>::Error;
+    type Future = <HttpConnector as Service<Uri>>::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.http.poll_ready(cx)
@@ -256,7 +535,7 @@ pub(crate) struct UnixConnector {
     timeout: Duration,
 }
 
-impl tower_service::Service<Uri> for UnixConnector {
+impl Service<Uri> for UnixConnector {
     type Response = TokioIo<UnixStream>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
@@ -302,7 +581,7 @@ impl fmt::Debug for TlsTarget {
     }
 }
 
-impl tower_service::Service<Uri> for TlsTarget {
+impl Service<Uri> for TlsTarget {
     type Response = TlsIo;
     type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = Pin<Box<dyn Future<Output = Result<TlsIo, Self::Error>> + Send>>;
@@ -331,18 +610,19 @@ impl tower_service::Service<Uri> for TlsTarget {
     }
 }
 
-/// A TLS connection to the upstream that tells the pool when ALPN chose h2.
+/// A TLS connection to the upstream.
 pub(crate) struct TlsIo(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>);
+
+impl TlsIo {
+    fn is_h2(&self) -> bool {
+        self.0.inner().get_ref().1.alpn_protocol() == Some(b"h2")
+    }
+}
 
 impl Connection for TlsIo {
     fn connected(&self) -> Connected {
-        let (tcp, session) = self.0.inner().get_ref();
-        let connected = tcp.connected();
-        if session.alpn_protocol() == Some(b"h2") {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
+        // The pool offers only http/1.1; HTTP/2 takes the shared connection.
+        self.0.inner().get_ref().0.connected()
     }
 }
 

@@ -358,13 +358,19 @@ fn with_admin(mut config: originguard::config::Config) -> originguard::config::C
 /// nginx serving TLS (the fixture's server certificate, h2 and http/1.1 by ALPN) and requiring
 /// a client certificate from the fixture's client CA; it answers with what it saw.
 fn nginx_tls(fx: &Fixture) -> (nginx::Nginx, std::net::SocketAddr) {
+    nginx_tls_with(fx, " http2")
+}
+
+/// [`nginx_tls`] with `listen` options (`" http2"`, or `""` for http/1.1 only); the answer also
+/// names nginx's connection serial number.
+fn nginx_tls_with(fx: &Fixture, listen: &str) -> (nginx::Nginx, std::net::SocketAddr) {
     let d = fx.dir.path().display();
     let addr = nginx::free_port();
     let server = format!(
-        "  listen {addr} ssl http2;\n  ssl_certificate {d}/server.pem;\n  ssl_certificate_key {d}/server.key;\n\
+        "  listen {addr} ssl{listen};\n  ssl_certificate {d}/server.pem;\n  ssl_certificate_key {d}/server.key;\n\
          ssl_client_certificate {d}/client-ca.pem;\n  ssl_verify_client on;\n\
          location / {{\n   default_type text/plain;\n\
-         return 200 \"proto=$server_protocol host=$host client=$ssl_client_s_dn xfcc=$http_x_forwarded_client_cert\\n\";\n  }}"
+         return 200 \"proto=$server_protocol host=$host client=$ssl_client_s_dn xfcc=$http_x_forwarded_client_cert conn=$connection\\n\";\n  }}"
     );
     let nginx = nginx::Nginx::start(&fx.path("nginx-tls"), &server, nginx::Ready::Tcp(addr));
     (nginx, addr)
@@ -412,6 +418,37 @@ async fn an_https_upstream_is_verified_and_alpn_chooses_h2_against_a_real_nginx(
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("proto=HTTP/1.1 host=localhost"), "{body}");
     proxy.stop().await;
+}
+
+/// Many hosts on one client connection reach an HTTPS upstream over one upstream connection,
+/// whichever protocol ALPN chose: h2 (one shared connection, `:authority` per stream) or
+/// http/1.1 (one pool, `Host` per request).
+#[tokio::test]
+async fn an_https_upstream_carries_every_host_over_one_connection_with_h2_or_http1() {
+    let fx = Fixture::new();
+    let hosts: Vec<String> = (0..10).map(|i| format!("app-{i}.example")).collect();
+    for (listen, proto) in [(" http2", "HTTP/2.0"), ("", "HTTP/1.1")] {
+        let (nginx, addr) = nginx_tls_with(&fx, listen);
+        let proxy = spawn_proxy(https_upstream(
+            &fx,
+            addr,
+            &fx.write("upstream-ca.pem", &fx.server_ca.pem),
+        ))
+        .await;
+        let bodies = get_each_host(proxy.addr, fx.client_config(Some(&fx.client)), &hosts).await;
+        let mut connections: Vec<&str> = Vec::new();
+        for (host, body) in hosts.iter().zip(&bodies) {
+            assert!(
+                body.starts_with(&format!("proto={proto} host={host} ")),
+                "{body} / {}",
+                nginx.error_log()
+            );
+            connections.push(body.trim_end().rsplit("conn=").next().expect("conn"));
+        }
+        connections.dedup();
+        assert_eq!(connections.len(), 1, "{proto}: {connections:?}");
+        proxy.stop().await;
+    }
 }
 
 /// A WebSocket through an HTTPS upstream that speaks h2: the upgrade takes a connection that

@@ -711,6 +711,81 @@ async fn h2c_upstream_sends_the_client_host_as_authority_to_a_real_nginx() {
     proxy.stop().await;
 }
 
+/// The value of `name=` in a line of `name=value` pairs.
+fn field<'a>(body: &'a str, name: &str) -> &'a str {
+    body.split_whitespace()
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name}= in {body:?}"))
+}
+
+/// HTTP/2 carries every host over one upstream connection, each stream with its own
+/// `:authority` (hyper-util's pool, keyed by authority, opened one connection per host), and
+/// replaces the connection when nginx closes it (`keepalive_requests 4`: GOAWAY after four).
+#[tokio::test]
+async fn h2c_upstream_carries_every_host_over_one_connection_and_replaces_it_when_closed() {
+    let fx = Fixture::new();
+    let dir = fx.path("nginx");
+    let socket = dir.join("h2c.sock");
+    let server = format!(
+        "  listen unix:{} http2;\n  keepalive_requests 4;\n  location / {{\n   default_type text/plain;\n\
+         return 200 \"host=$host conn=$connection\\n\";\n  }}",
+        socket.display()
+    );
+    let nginx = nginx::Nginx::start(&dir, &server, nginx::Ready::Socket(&socket));
+    let mut config = fx.config(&format!("unix:{}", socket.display()));
+    config.upstream.protocol = UpstreamProtocol::H2c;
+    let proxy = spawn_proxy(config).await;
+    let hosts: Vec<String> = (0..12).map(|i| format!("app-{i}.example")).collect();
+    let bodies = get_each_host(proxy.addr, fx.client_config(Some(&fx.client)), &hosts).await;
+    let mut connections = Vec::new();
+    for (host, body) in hosts.iter().zip(&bodies) {
+        assert_eq!(field(body, "host"), host, "{} / {}", body, nginx.error_log());
+        connections.push(field(body, "conn").to_string());
+    }
+    // Four requests per connection, whatever their hosts: 12 hosts, 3 connections in turn.
+    let expected: Vec<&String> = connections.iter().step_by(4).flat_map(|c| [c; 4]).collect();
+    assert_eq!(connections.iter().collect::<Vec<_>>(), expected);
+    connections.dedup();
+    assert_eq!(connections.len(), 3, "{connections:?}");
+    proxy.stop().await;
+}
+
+/// Concurrent requests across an h2c upstream's GOAWAYs (nginx `keepalive_requests 10`, eight
+/// client connections at once): streams above a GOAWAY's last stream id were not processed, and
+/// are sent again on a new connection instead of becoming 502s (as they did before).
+#[tokio::test]
+async fn h2c_requests_refused_by_a_goaway_are_sent_again_on_a_new_connection() {
+    let fx = Fixture::new();
+    let dir = fx.path("nginx");
+    let socket = dir.join("h2c.sock");
+    let server = format!(
+        "  listen unix:{} http2;\n  keepalive_requests 10;\n  location / {{\n   default_type text/plain;\n\
+         return 200 \"host=$host conn=$connection\\n\";\n  }}",
+        socket.display()
+    );
+    let nginx = nginx::Nginx::start(&dir, &server, nginx::Ready::Socket(&socket));
+    let mut config = with_admin(fx.config(&format!("unix:{}", socket.display())));
+    config.upstream.protocol = UpstreamProtocol::H2c;
+    let proxy = spawn_proxy(config).await;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, config) = (proxy.addr, fx.client_config(Some(&fx.client)));
+            let hosts = vec!["app.example".to_string(); 25];
+            tokio::spawn(async move { get_each_host(addr, config, &hosts).await })
+        })
+        .collect();
+    let mut connections = std::collections::HashSet::new();
+    for client in clients {
+        for body in client.await.expect("every request got a 200") {
+            connections.insert(field(&body, "conn").to_string());
+        }
+    }
+    // 200 requests, 10 per connection: at least 20 connections, each ended by a GOAWAY.
+    assert!(connections.len() >= 20, "{} / {}", connections.len(), nginx.error_log());
+    assert_eq!(proxy.metric("originguard_requests_total{code=\"200\"}").await, 200.0);
+    proxy.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 11. Framing and timeouts as documented.
 

@@ -608,6 +608,21 @@ pub async fn h2(
     send
 }
 
+/// One `GET /` per host, each with that `Host`, all on one HTTP/1.1 client connection; the
+/// response bodies, each checked to be a 200.
+pub async fn get_each_host(addr: SocketAddr, config: Arc<ClientConfig>, hosts: &[String]) -> Vec<String> {
+    let mut send = h1(addr, config).await;
+    let mut bodies = Vec::new();
+    for host in hosts {
+        let request = Request::get("/").header("host", host).body(empty()).expect("request");
+        let (status, _, body) = collect(send.send_request(request).await.expect("response")).await;
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(status, 200, "{host}: {body}");
+        bodies.push(body);
+    }
+    bodies
+}
+
 /// Sends one request on a fresh HTTP/1.1 connection and collects the response.
 pub async fn request(
     addr: SocketAddr,
