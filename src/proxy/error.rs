@@ -111,7 +111,7 @@ impl ProxyError {
     /// The `kind` label of `originguard_upstream_errors_total`, for the upstream's failures.
     pub(crate) fn upstream_kind(&self) -> Option<&'static str> {
         match self {
-            ProxyError::Upstream(e) if is_tls(e) => Some("tls"),
+            ProxyError::Upstream(e) if e.is_tls() => Some("tls"),
             ProxyError::Upstream(e) if e.is_connect() => Some("connect"),
             ProxyError::Upstream(_) => Some("reset"),
             ProxyError::UpstreamTimeout => Some("timeout"),
@@ -171,18 +171,6 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     out
-}
-
-/// Whether TLS with an `https://` upstream failed (its certificate refused, say).
-fn is_tls(error: &super::upstream::UpstreamError) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(e) = source {
-        if e.is::<super::upstream::UpstreamTlsError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 #[cfg(test)]

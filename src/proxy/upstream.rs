@@ -74,6 +74,18 @@ impl UpstreamError {
             UpstreamError::Http2(_) => false,
         }
     }
+
+    /// TLS with an `https://` upstream failed (its certificate refused, say).
+    pub(crate) fn is_tls(&self) -> bool {
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            if e.is::<UpstreamTlsError>() {
+                return true;
+            }
+            source = e.source();
+        }
+        false
+    }
 }
 
 /// The client for one configured upstream.
@@ -143,8 +155,11 @@ struct H2Session {
     current: Mutex<Option<Shared>>,
     /// Connections made, for [`Shared::serial`].
     made: AtomicU64,
-    /// Held while connecting, so concurrent first requests share one connection.
-    connecting: tokio::sync::Mutex<()>,
+    /// Held while connecting, so concurrent first requests share one connection; it keeps the
+    /// last attempt's failure for the requests that waited for it.
+    connecting: tokio::sync::Mutex<Option<Failure>>,
+    /// Connection attempts started.
+    attempts: AtomicU64,
     /// ALPN chose http/1.1: every request takes the HTTP/1.1 pool from now on.
     http1_only: AtomicBool,
 }
@@ -158,7 +173,8 @@ impl H2Session {
             builder,
             current: Mutex::new(None),
             made: AtomicU64::new(0),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: tokio::sync::Mutex::new(None),
+            attempts: AtomicU64::new(0),
             http1_only: AtomicBool::new(false),
         })
     }
@@ -177,13 +193,30 @@ impl H2Session {
         if let Some(sender) = self.open() {
             return Ok(Some(sender));
         }
-        let _connecting = self.connecting.lock().await;
+        let attempts = self.attempts.load(Ordering::Acquire);
+        let mut failure = self.connecting.lock().await;
         if let Some(sender) = self.open() {
             return Ok(Some(sender));
         }
         if self.http1_only.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        if let Some(failure) = failure
+            .as_ref()
+            .filter(|_| self.attempts.load(Ordering::Acquire) != attempts)
+        {
+            // The attempt this request waited for failed: its error, not another wait in line
+            // (a black-holed upstream would otherwise cost each waiter a connect timeout more).
+            return Err(failure.error());
+        }
+        self.attempts.fetch_add(1, Ordering::AcqRel);
+        let made = self.connect().await;
+        *failure = made.as_ref().err().map(Failure::of);
+        made
+    }
+
+    /// A new connection, stored as the shared one; `None`: ALPN chose http/1.1.
+    async fn connect(&self) -> Result<Option<Shared>, UpstreamError> {
         let sender = match &self.connector {
             Connector::Tcp(tcp) => {
                 let io = tcp.clone().call(tcp.target.clone()).await;
@@ -267,6 +300,30 @@ impl H2Session {
                 None => return Err(UpstreamError::Http2(error.into_error())),
             };
         }
+    }
+}
+
+/// A failed connection attempt, as the requests that waited for it report it.
+#[derive(Debug)]
+struct Failure {
+    tls: bool,
+    cause: String,
+}
+
+impl Failure {
+    fn of(error: &UpstreamError) -> Failure {
+        Failure {
+            tls: error.is_tls(),
+            cause: super::error::error_chain(error),
+        }
+    }
+
+    fn error(&self) -> UpstreamError {
+        let error = io::Error::other(format!("the attempt this request waited for failed: {}", self.cause));
+        UpstreamError::Connect(match self.tls {
+            true => Box::new(UpstreamTlsError(error)),
+            false => Box::new(error),
+        })
     }
 }
 

@@ -1,5 +1,7 @@
 //! Fleet deployment (issue 12): replicas sharing session-ticket keys.
 
+use std::time::Duration;
+
 use rustls::HandshakeKind;
 
 use crate::support::*;
@@ -348,13 +350,6 @@ async fn proxy_protocol_sets_the_peer_from_allowed_balancers_only() {
     proxy.stop().await;
 }
 
-fn with_admin(mut config: originguard::config::Config) -> originguard::config::Config {
-    config.admin = Some(originguard::config::AdminConfig {
-        address: "127.0.0.1:0".parse().expect("addr"),
-    });
-    config
-}
-
 /// nginx serving TLS (the fixture's server certificate, h2 and http/1.1 by ALPN) and requiring
 /// a client certificate from the fixture's client CA; it answers with what it saw.
 fn nginx_tls(fx: &Fixture) -> (nginx::Nginx, std::net::SocketAddr) {
@@ -449,6 +444,36 @@ async fn an_https_upstream_carries_every_host_over_one_connection_with_h2_or_htt
         assert_eq!(connections.len(), 1, "{proto}: {connections:?}");
         proxy.stop().await;
     }
+}
+
+/// Requests waiting for the same HTTP/2 connection attempt share its failure: against an upstream
+/// that accepts TCP and never answers TLS, eight concurrent requests each get a 502 after one
+/// handshake timeout (1 s), instead of queueing one timeout after another into 504s (4 s).
+#[tokio::test]
+async fn requests_waiting_for_a_failed_h2_connection_attempt_share_its_502() {
+    let fx = Fixture::new();
+    // Bound, never accepted: the kernel completes TCP, nothing ever answers the ClientHello.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let mut config = https_upstream(&fx, addr, &fx.write("upstream-ca.pem", &fx.server_ca.pem));
+    config.upstream.connect_timeout = Duration::from_secs(1);
+    config.upstream.response_timeout = Duration::from_secs(4);
+    let proxy = spawn_proxy(config).await;
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let client = fx.client_config(Some(&fx.client));
+            tokio::spawn(async move { request(proxy.addr, client, get("/")).await.0 })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.expect("join"), 502);
+    }
+    assert_eq!(
+        proxy.metric("originguard_upstream_errors_total{kind=\"tls\"}").await,
+        8.0
+    );
+    proxy.stop().await;
+    drop(silent);
 }
 
 /// A WebSocket through an HTTPS upstream that speaks h2: the upgrade takes a connection that

@@ -12,16 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::*;
-use originguard::config::{AdminConfig, AllowLists, Config, HostConfig, Underscores, UpstreamProtocol};
+use originguard::config::{AllowLists, HostConfig, Underscores, UpstreamProtocol};
 
 /// The fixture's config with the admin listener on 127.0.0.1:0.
-fn with_admin(mut config: Config) -> Config {
-    config.admin = Some(AdminConfig {
-        address: "127.0.0.1:0".parse().expect("addr"),
-    });
-    config
-}
-
 /// Writes `bytes` on a fresh mTLS connection (SNI localhost) and returns everything read until
 /// the proxy closes (requests carry `connection: close`).
 async fn exchange(proxy: &ProxyHandle, fx: &Fixture, bytes: &[u8]) -> String {

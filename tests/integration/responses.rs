@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::support::*;
+use originguard::config::UpstreamProtocol;
 
 #[tokio::test]
 async fn malformed_request_gets_400_and_is_not_forwarded() {
@@ -52,17 +53,23 @@ async fn unreachable_upstream_gets_502_with_a_short_text_body() {
         .expect("bind")
         .local_addr()
         .expect("addr");
-    let proxy = spawn_proxy(fx.config(&format!("http://{closed}"))).await;
-    let (status, headers, body) = request(proxy.addr, fx.client_config(Some(&fx.client)), get("/")).await;
-    assert_eq!(status, 502);
-    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
-    let body = String::from_utf8_lossy(&body);
-    assert!(body.contains("upstream unavailable"), "{body}");
-    assert!(
-        !body.contains("127.0.0.1") && !body.contains("refused"),
-        "internal detail leaked: {body}"
-    );
-    proxy.stop().await;
+    for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::H2c] {
+        let mut config = with_admin(fx.config(&format!("http://{closed}")));
+        config.upstream.protocol = protocol;
+        let proxy = spawn_proxy(config).await;
+        let (status, headers, body) = request(proxy.addr, fx.client_config(Some(&fx.client)), get("/")).await;
+        assert_eq!(status, 502, "{protocol:?}");
+        assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("upstream unavailable"), "{body}");
+        assert!(
+            !body.contains("127.0.0.1") && !body.contains("refused"),
+            "internal detail leaked: {body}"
+        );
+        let metric = "originguard_upstream_errors_total{kind=\"connect\"}";
+        assert_eq!(proxy.metric(metric).await, 1.0, "{protocol:?}");
+        proxy.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -76,10 +83,16 @@ async fn upstream_reset_gets_502() {
             drop(stream);
         }
     });
-    let proxy = spawn_proxy(fx.config(&format!("http://{addr}"))).await;
-    let (status, _, _) = request(proxy.addr, fx.client_config(Some(&fx.client)), get("/")).await;
-    assert_eq!(status, 502);
-    proxy.stop().await;
+    for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::H2c] {
+        let mut config = with_admin(fx.config(&format!("http://{addr}")));
+        config.upstream.protocol = protocol;
+        let proxy = spawn_proxy(config).await;
+        let (status, _, _) = request(proxy.addr, fx.client_config(Some(&fx.client)), get("/")).await;
+        assert_eq!(status, 502, "{protocol:?}");
+        let metric = "originguard_upstream_errors_total{kind=\"reset\"}";
+        assert_eq!(proxy.metric(metric).await, 1.0, "{protocol:?}");
+        proxy.stop().await;
+    }
     resetter.abort();
 }
 

@@ -623,6 +623,14 @@ pub async fn get_each_host(addr: SocketAddr, config: Arc<ClientConfig>, hosts: &
     bodies
 }
 
+/// `config` with the admin listener on a free loopback port (for [`ProxyHandle::metric`]).
+pub fn with_admin(mut config: Config) -> Config {
+    config.admin = Some(originguard::config::AdminConfig {
+        address: "127.0.0.1:0".parse().expect("addr"),
+    });
+    config
+}
+
 /// Sends one request on a fresh HTTP/1.1 connection and collects the response.
 pub async fn request(
     addr: SocketAddr,
