@@ -34,7 +34,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http2;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpStream, UnixStream};
@@ -119,13 +119,30 @@ enum Pool {
 }
 
 impl Pool {
-    async fn request(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
+    fn request(&self, request: Request<ProxyBody>) -> ResponseFuture {
         match self {
-            Pool::Tcp(client) => client.request(request).await,
-            Pool::Tls(client) => client.request(request).await,
-            Pool::Unix(client) => client.request(request).await,
+            Pool::Tcp(client) => client.request(request),
+            Pool::Tls(client) => client.request(request),
+            Pool::Unix(client) => client.request(request),
         }
-        .map_err(UpstreamError::Http1)
+    }
+}
+
+/// An exchange in flight: straight on the pool's future for HTTP/1.1 (the common path: no
+/// state machine of ours around it), boxed for HTTP/2.
+pub(crate) enum Exchange<'a> {
+    Http1(ResponseFuture),
+    H2(Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'a>>),
+}
+
+impl Future for Exchange<'_> {
+    type Output = Result<Response<Incoming>, UpstreamError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Exchange::Http1(future) => Pin::new(future).poll(cx).map_err(UpstreamError::Http1),
+            Exchange::H2(future) => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -450,39 +467,31 @@ impl Upstream {
     /// On HTTP/1.1 the host travels as `Host` and the URI names the upstream (the pool's key);
     /// on HTTP/2 it is `:authority` and there is no `host` header, which strict servers such as
     /// nginx refuse beside `:authority` (RFC 9113 §8.3.1).
-    pub(crate) async fn send(
-        &self,
-        parts: Parts,
-        body: ProxyBody,
-        host: HeaderValue,
-        upgrade: bool,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    pub(crate) fn send(&self, parts: Parts, body: ProxyBody, host: HeaderValue, upgrade: bool) -> Exchange<'_> {
         match &self.transport {
-            Transport::Http1(pool) => self.http1(pool, parts, body, host).await,
-            Transport::Alpn { http1, .. } if upgrade => self.http1(http1, parts, body, host).await,
+            Transport::Http1(pool) => Exchange::Http1(self.http1(pool, parts, body, host)),
+            Transport::Alpn { http1, .. } if upgrade => Exchange::Http1(self.http1(http1, parts, body, host)),
             // An upgrade to an h2c upstream goes as an ordinary request (hyper drops `Upgrade`).
-            Transport::H2c(h2) => match h2.sender().await? {
-                Some(sender) => self.h2(h2, sender, parts, body, host).await,
-                None => Err(UpstreamError::Connect("an h2c connection turned to HTTP/1.1".into())),
-            },
-            Transport::Alpn { h2, http1 } => match h2.sender().await? {
-                Some(sender) => self.h2(h2, sender, parts, body, host).await,
-                None => self.http1(http1, parts, body, host).await,
-            },
+            Transport::H2c(h2) => Exchange::H2(Box::pin(async move {
+                match h2.sender().await? {
+                    Some(shared) => self.h2(h2, shared, parts, body, host).await,
+                    None => Err(UpstreamError::Connect("an h2c connection turned to HTTP/1.1".into())),
+                }
+            })),
+            Transport::Alpn { h2, http1 } => Exchange::H2(Box::pin(async move {
+                match h2.sender().await? {
+                    Some(shared) => self.h2(h2, shared, parts, body, host).await,
+                    None => self.http1(http1, parts, body, host).await.map_err(UpstreamError::Http1),
+                }
+            })),
         }
     }
 
-    async fn http1(
-        &self,
-        pool: &Pool,
-        mut parts: Parts,
-        body: ProxyBody,
-        host: HeaderValue,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    fn http1(&self, pool: &Pool, mut parts: Parts, body: ProxyBody, host: HeaderValue) -> ResponseFuture {
         parts.version = Version::HTTP_11;
         parts.uri = uri(Scheme::HTTP, self.authority.clone(), &parts.uri);
         parts.headers.insert(header::HOST, host);
-        pool.request(Request::from_parts(parts, body)).await
+        pool.request(Request::from_parts(parts, body))
     }
 
     async fn h2(

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::WAIT;
 
-/// A running nginx; killed on drop.
+/// A running nginx; killed on drop. One process (`master_process off`): a master killed with
+/// SIGKILL would leave its workers running, orphaned, holding their sockets.
 pub struct Nginx {
     child: std::process::Child,
     dir: PathBuf,
@@ -33,7 +34,7 @@ impl Nginx {
         std::fs::create_dir_all(dir).expect("mkdir");
         let d = dir.display();
         let conf = format!(
-            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+            "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
