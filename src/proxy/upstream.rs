@@ -182,9 +182,17 @@ struct H2Session {
 }
 
 impl H2Session {
-    fn new(connector: Connector) -> Arc<H2Session> {
+    /// `response_timeout`: a connection that stops answering (its peer gone without a FIN or
+    /// RST) is found by PING while streams are open, well inside it, and replaced — rather than
+    /// taking every request until TCP gives up on it, minutes later.
+    fn new(connector: Connector, response_timeout: Duration) -> Arc<H2Session> {
+        let ping = (response_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
         let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(ping)
+            .keep_alive_timeout(ping)
+            .keep_alive_while_idle(false);
         Arc::new(H2Session {
             connector,
             builder,
@@ -404,7 +412,7 @@ impl Upstream {
         let (transport, authority, scheme) = match &config.target {
             UpstreamTarget::Tcp(authority) => {
                 let transport = match h2c {
-                    true => Transport::H2c(H2Session::new(Connector::Tcp(tcp(authority)))),
+                    true => Transport::H2c(H2Session::new(Connector::Tcp(tcp(authority)), config.response_timeout)),
                     false => Transport::Http1(Pool::Tcp(builder.build(tcp(authority)))),
                 };
                 (transport, authority.clone(), Scheme::HTTP)
@@ -422,7 +430,10 @@ impl Upstream {
                 let http1 = Pool::Tls(builder.build(connector(&[b"http/1.1"])?));
                 let transport = match config.protocol {
                     UpstreamProtocol::Alpn => Transport::Alpn {
-                        h2: H2Session::new(Connector::Tls(connector(&[b"h2", b"http/1.1"])?)),
+                        h2: H2Session::new(
+                            Connector::Tls(connector(&[b"h2", b"http/1.1"])?),
+                            config.response_timeout,
+                        ),
                         http1,
                     },
                     _ => Transport::Http1(http1),
@@ -435,7 +446,7 @@ impl Upstream {
                     timeout: config.connect_timeout,
                 };
                 let transport = match h2c {
-                    true => Transport::H2c(H2Session::new(Connector::Unix(connector))),
+                    true => Transport::H2c(H2Session::new(Connector::Unix(connector), config.response_timeout)),
                     false => Transport::Http1(Pool::Unix(builder.build(connector))),
                 };
                 // The authority only keys the pool; Host comes from the client's request.

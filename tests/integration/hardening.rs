@@ -779,6 +779,103 @@ async fn h2c_requests_refused_by_a_goaway_are_sent_again_on_a_new_connection() {
     proxy.stop().await;
 }
 
+/// A TCP relay to `target` whose open connections can be cut off silently: bytes stop flowing
+/// both ways but the sockets stay open (a peer that vanished without a FIN or RST). Connections
+/// made after the cut flow normally.
+struct BlackHoleRelay {
+    addr: std::net::SocketAddr,
+    /// Connections numbered below this are black holes.
+    cut: Arc<tokio::sync::watch::Sender<usize>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl BlackHoleRelay {
+    async fn start(target: std::net::SocketAddr) -> BlackHoleRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let addr = listener.local_addr().expect("addr");
+        let cut = Arc::new(tokio::sync::watch::channel(0).0);
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (c, a) = (cut.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let id = a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Ok(outbound) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (ir, iw) = inbound.into_split();
+                let (or, ow) = outbound.into_split();
+                tokio::spawn(Self::pump(ir, ow, id, c.subscribe()));
+                tokio::spawn(Self::pump(or, iw, id, c.subscribe()));
+            }
+        });
+        BlackHoleRelay { addr, cut, accepted }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        id: usize,
+        mut cut: tokio::sync::watch::Receiver<usize>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if *cut.borrow_and_update() > id {
+                // Hold both sockets open and move nothing, for the rest of the test.
+                let _held = (from, to);
+                return std::future::pending::<()>().await;
+            }
+            tokio::select! {
+                read = from.read(&mut buf) => match read {
+                    Ok(n) if n > 0 && *cut.borrow() <= id => {
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(n) if n > 0 => {}
+                    _ => return,
+                },
+                _ = cut.changed() => {}
+            }
+        }
+    }
+
+    /// Every connection open now becomes a black hole.
+    fn cut_open_connections(&self) {
+        let accepted = self.accepted.load(std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_replace(accepted);
+    }
+}
+
+/// A shared HTTP/2 upstream connection whose peer vanishes without a FIN or RST is found dead
+/// by PING (sent while streams are open, at a quarter of `response_timeout`) and replaced:
+/// without it every later request would take the dead connection and time out, until TCP gave
+/// up on it minutes later.
+#[tokio::test]
+async fn a_silently_dead_h2c_upstream_connection_is_found_by_ping_and_replaced() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp_with(Protocol::H2c).await;
+    let relay = BlackHoleRelay::start(backend.addr.expect("tcp")).await;
+    let mut config = fx.config(&format!("http://{}", relay.addr));
+    config.upstream.protocol = UpstreamProtocol::H2c;
+    config.upstream.response_timeout = Duration::from_secs(4);
+    let proxy = spawn_proxy(config).await;
+    let client = fx.client_config(Some(&fx.client));
+    assert_eq!(request(proxy.addr, client.clone(), get("/before")).await.0, 200);
+
+    relay.cut_open_connections();
+    // Caught in the black hole: a 502 once PING finds the connection dead (after ~2 s), or at
+    // worst a 504 at the response timeout.
+    let (status, _, _) = request(proxy.addr, client.clone(), get("/lost")).await;
+    assert!(status == 502 || status == 504, "{status}");
+    // The next request gets a new connection.
+    assert_eq!(request(proxy.addr, client, get("/after")).await.0, 200);
+    assert_eq!(relay.accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let paths: Vec<String> = backend.requests().iter().map(|s| s.uri.clone()).collect();
+    assert!(paths.iter().any(|p| p.ends_with("/after")), "{paths:?}");
+    assert!(!paths.iter().any(|p| p.ends_with("/lost")), "{paths:?}");
+    proxy.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 11. Framing and timeouts as documented.
 
