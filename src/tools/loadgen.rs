@@ -383,13 +383,9 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         let worker = Arc::new(worker());
         let in_flight = Arc::new(tokio::sync::Semaphore::new(options.connections.max(1)));
         let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+        let mut starts = pace(started, interval, 1, deadline, options.stop.count())?.remove(0);
         let mut tasks = Vec::new();
-        for i in 0u32.. {
-            let intended = started + interval * i;
-            if deadline.is_some_and(|d| intended >= d) || options.stop.count().is_some_and(|n| u64::from(i) >= n) {
-                break;
-            }
-            tokio::time::sleep_until(intended.into()).await;
+        while let Some(intended) = starts.recv().await {
             let permit = in_flight.clone().acquire_owned().await.expect("never closed");
             shared.attempts.fetch_add(1, Ordering::Relaxed);
             let worker = worker.clone();
@@ -444,6 +440,48 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         window: None,
     })
 }
+
+/// The open model's schedule: start `i` is meant for `first + i × interval` and goes to lane
+/// `i % lanes`, until `until` or `count` starts. A thread of its own keeps it: its
+/// `std::thread::sleep` wakes within tens of microseconds, where tokio's timer rounds every sleep
+/// up to the next millisecond — at 15,000 requests a second that was most of each measured
+/// latency. A start that a lane cannot take yet waits in its channel (up to [`PACED_AHEAD`],
+/// then the thread waits too), and the wait counts in its latency, which runs from the intended
+/// start. The thread ends with the schedule or when a lane is dropped.
+fn pace(
+    first: Instant,
+    interval: Duration,
+    lanes: usize,
+    until: Option<Instant>,
+    count: Option<u64>,
+) -> anyhow::Result<Vec<tokio::sync::mpsc::Receiver<Instant>>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes.max(1))
+        .map(|_| tokio::sync::mpsc::channel(PACED_AHEAD))
+        .unzip();
+    let pacer = move || {
+        for i in 0u64.. {
+            let intended = first + interval.mul_f64(i as f64);
+            if until.is_some_and(|d| intended >= d) || count.is_some_and(|n| i >= n) {
+                break;
+            }
+            if let Some(wait) = intended.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let lane = (i % senders.len() as u64) as usize;
+            if senders[lane].blocking_send(intended).is_err() {
+                break;
+            }
+        }
+    };
+    std::thread::Builder::new()
+        .name("loadtest-pacer".into())
+        .spawn(pacer)
+        .context("starting the thread that keeps the load schedule")?;
+    Ok(receivers)
+}
+
+/// Start times a lane may hold before the schedule's thread waits for it.
+const PACED_AHEAD: usize = 1024;
 
 /// Pure keep-alive mode (see [`Options::keep_alive`]).
 async fn run_keep_alive(
@@ -514,35 +552,39 @@ async fn run_keep_alive(
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let authority = options.server_name.clone().unwrap_or_else(|| options.target.clone());
+    let mut lanes = options
+        .rate
+        .map(|rate| {
+            pace(
+                Instant::now(),
+                Duration::from_secs_f64(1.0 / rate.max(1e-3)),
+                senders.len(),
+                None,
+                None,
+            )
+        })
+        .transpose()?;
     let mut tasks = Vec::new();
     for (mut send, driver) in senders {
         let (count, measuring, stop) = (count.clone(), measuring.clone(), stop.clone());
         let (path, authority) = (options.path.clone(), authority.clone());
-        // Open model: each connection carries `rate / connections` requests a second, on a
-        // schedule; latency runs from each request's intended start.
-        let interval = options
-            .rate
-            .map(|rate| Duration::from_secs_f64(established as f64 / rate.max(1e-3)));
-        let offset = interval.map_or(Duration::ZERO, |i| {
-            i.mul_f64(tasks.len() as f64 / established.max(1) as f64)
-        });
+        // Open model: the connections take the schedule's start times in turn, each carrying
+        // `rate / connections` requests a second; latency runs from each request's intended start.
+        let mut starts = lanes.as_mut().map(|lanes| lanes.remove(0));
         tasks.push(tokio::spawn(async move {
             let _driver = driver;
             let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
             let mut failure = None;
-            let mut next = Instant::now() + offset;
             while !stop.load(Ordering::Relaxed) {
                 let request = Request::get(path.as_str())
                     .header(http::header::HOST, authority.as_str())
                     .body(Empty::<Bytes>::new())
                     .expect("a GET with a path and a host is valid");
-                let sent = match interval {
-                    Some(interval) => {
-                        tokio::time::sleep_until(next.into()).await;
-                        let intended = next;
-                        next += interval;
-                        intended
-                    }
+                let sent = match starts.as_mut() {
+                    Some(starts) => match starts.recv().await {
+                        Some(intended) => intended,
+                        None => break,
+                    },
                     None => Instant::now(),
                 };
                 let outcome = async {

@@ -209,6 +209,53 @@ async fn pure_keep_alive_measures_requests_on_established_connections_only() {
     proxy.stop().await;
 }
 
+/// `--keep-alive --rate`: requests start on the schedule the pacing thread keeps, shared by
+/// the connections in turn — never more than the schedule holds, whatever the server does.
+#[tokio::test]
+async fn open_model_keep_alive_requests_follow_the_schedule() {
+    let fx = Fixture::new();
+    write_client(&fx, "good", &fx.client);
+    let backend = Backend::tcp().await;
+    let proxy = spawn_proxy(fx.config(&backend.url())).await;
+    let args = [
+        "--server-name",
+        "localhost",
+        "--connections",
+        "4",
+        "--keep-alive",
+        "--rate",
+        "500",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "1s",
+        "--json",
+    ];
+    let out = loadtest_cli(&fx, &proxy.addr.to_string(), "good", &args)
+        .output()
+        .await
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let window = &report["window"];
+    let requests = window["requests"].as_u64().expect("requests");
+    let seconds = window["seconds"].as_f64().expect("seconds");
+    // 500 a second: the window holds at most its share of the schedule (plus one start per
+    // connection at its edges), and the backend saw no more than warm-up, window and the four
+    // opening requests allow.
+    assert!(requests > 0, "{report}");
+    assert!(
+        (requests as f64) <= 500.0 * seconds + 4.0,
+        "{requests} in {seconds} s: {report}"
+    );
+    assert!(
+        backend.count() <= 4 + (500.0 * (seconds + 0.2)) as usize + 8,
+        "{}",
+        backend.count()
+    );
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn open_model_starts_connections_on_schedule_and_failures_set_the_exit_status() {
     let fx = Fixture::new();
