@@ -7,6 +7,7 @@
 #   MODE=full bash benches/profile.sh      # full handshakes, one request each
 #   MODE=resumed PERF_DATA=/tmp/p.data bash benches/profile.sh   # keep perf.data for perf report
 #   SERVER=floor MODE=resumed bash benches/profile.sh   # the bare rustls floor, for a diff
+#   RATE=15000 bash benches/profile.sh     # keep-alive at a fixed rate (open model), not saturated
 # The last line gives the server's samples per connection (or request) in µs, so two profiles
 # compare symbol by symbol: µs per unit = percent / 100 * that figure.
 set -euo pipefail
@@ -48,7 +49,7 @@ esac
 pids+=($og_pid)
 for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 case $MODE in
-  keepalive) load=(--keep-alive --warmup 1s --duration 14s --server-pid "$og_pid") ;;
+  keepalive) load=(--keep-alive --warmup 1s --duration 14s --server-pid "$og_pid" ${RATE:+--rate "$RATE"}) ;;
   full) load=(--duration 14s) ;;
   resumed) load=(--duration 14s --resume) ;;
 esac
