@@ -240,6 +240,14 @@ impl H2Session {
         made
     }
 
+    /// Drops connection `serial` if it is still the current one.
+    fn forget(&self, serial: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|shared| shared.serial == serial) {
+            *current = None;
+        }
+    }
+
     /// A new connection, stored as the shared one; `None`: ALPN chose http/1.1.
     async fn connect(&self) -> Result<Option<Shared>, UpstreamError> {
         let sender = match &self.connector {
@@ -295,7 +303,8 @@ impl H2Session {
     /// the upstream refused unprocessed (streams above a graceful GOAWAY's last stream id,
     /// RFC 9113 §6.8; `REFUSED_STREAM`, §8.7). nginx sends a GOAWAY every `keepalive_requests`
     /// (1000 by default), so this happens in steady state. A request whose body has started to
-    /// leave is not retried: the body is gone.
+    /// leave is not retried: the body is gone. The price: a copy of each body-less request's
+    /// head, kept until its response head arrives.
     async fn send(
         &self,
         mut shared: Shared,
@@ -349,16 +358,6 @@ impl Failure {
             true => Box::new(UpstreamTlsError(error)),
             false => Box::new(error),
         })
-    }
-}
-
-impl H2Session {
-    /// Drops connection `serial` if it is still the current one.
-    fn forget(&self, serial: u64) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|shared| shared.serial == serial) {
-            *current = None;
-        }
     }
 }
 
@@ -736,5 +735,26 @@ impl hyper::rt::Write for TlsIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_connect_failure_keeps_its_kind() {
+        for tls in [true, false] {
+            let failure = Failure {
+                tls,
+                cause: "handshake timed out".into(),
+            };
+            let error = failure.error();
+            assert!(error.is_connect());
+            assert_eq!(error.is_tls(), tls);
+            let chain = super::super::error::error_chain(&error);
+            assert!(chain.contains("waited for failed: handshake timed out"), "{chain}");
+            assert_eq!(Failure::of(&error).tls, tls);
+        }
     }
 }
