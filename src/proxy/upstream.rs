@@ -185,13 +185,15 @@ impl H2Session {
     /// `response_timeout`: a connection that stops answering (its peer gone without a FIN or
     /// RST) is found by PING while streams are open, well inside it, and replaced — rather than
     /// taking every request until TCP gives up on it, minutes later.
+    /// A PING goes out every quarter of it (at most every 10 s) and may take a quarter of it to
+    /// be answered: an upstream whose event loop is merely busy for a while is not cut off.
     fn new(connector: Connector, response_timeout: Duration) -> Arc<H2Session> {
-        let ping = (response_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        let quarter = (response_timeout / 4).max(Duration::from_millis(100));
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
-            .keep_alive_interval(ping)
-            .keep_alive_timeout(ping)
+            .keep_alive_interval(quarter.min(Duration::from_secs(10)))
+            .keep_alive_timeout(quarter)
             .keep_alive_while_idle(false);
         Arc::new(H2Session {
             connector,
