@@ -29,6 +29,7 @@ use super::headers::{
     X_FORWARDED_PROTO,
 };
 use super::tunnel::{self, Tunnel};
+use super::upstream::UpstreamBody;
 use super::{Proxy, ProxyBody};
 use crate::metrics::Metrics;
 use crate::tls::{ClientIdentity, PolicyId};
@@ -172,7 +173,7 @@ async fn forward(
     host: HeaderValue,
     conn: &Connection,
     tunnel: Option<(Tunnel, OnUpgrade)>,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let proxy = &conn.proxy;
     let (mut parts, body) = request.into_parts();
 

@@ -18,7 +18,6 @@ use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -108,7 +107,7 @@ pub(crate) fn upstream_request(
 /// The upstream switched protocols (101): pipes the two upgraded ends together in a task the
 /// drain waits for (holding the connection's permit and counted as open), and makes the
 /// client's answer — a 101 with the upgrade, or for an HTTP/2 WebSocket a 200 (RFC 8441 §5).
-pub(crate) fn accept(kind: Tunnel, client: OnUpgrade, response: &mut Response<Incoming>, conn: &Connection) {
+pub(crate) fn accept<B>(kind: Tunnel, client: OnUpgrade, response: &mut Response<B>, conn: &Connection) {
     let upstream = hyper::upgrade::on(&mut *response);
     let peer = conn.peer;
     let open = conn.metrics.connection_open();

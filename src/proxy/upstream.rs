@@ -9,9 +9,11 @@
 //! HTTP/2 is one connection per upstream that every request shares (Envoy's shape), each stream
 //! with its own `:authority`: the legacy client keys its pool by the request's authority, which
 //! on HTTP/2 is the client's host, so it opened one upstream connection per distinct host. The
-//! connection is made on first use, replaced when it closes, and a request that never reached a
-//! closing connection is retried once on a new one. Where ALPN decides, a connection that did
-//! not choose h2 turns this upstream to the HTTP/1.1 pool for the rest of its generation.
+//! connection is made on first use and replaced when it closes or stops answering PINGs;
+//! another opens beside it only while it carries [`MAX_STREAMS`] streams. A request that never
+//! left, or a body-less one the upstream refused unprocessed, is retried on a newer connection.
+//! Where ALPN decides, a connection that did not choose h2 turns this upstream to the HTTP/1.1
+//! pool for the rest of its generation.
 //!
 //! HTTPS uses the same rustls and provider as the listener (no second TLS stack), verifying the
 //! upstream against `upstream.ca` or the webpki roots.
@@ -21,7 +23,7 @@ use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -53,6 +55,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How often a request the upstream's HTTP/2 connection did not take is sent again, each time
 /// on a newer connection.
 const H2_RETRIES: usize = 2;
+
+/// Streams a shared HTTP/2 connection carries at once before another connection is opened
+/// beside it: RFC 9113 §6.5.2 recommends servers allow at least 100 (nginx 128, hyper 200, Go
+/// 250), and long-lived streams (server-sent events, long polls) must not make every other
+/// request queue behind them.
+const MAX_STREAMS: usize = 100;
 
 /// Why an exchange with the upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -132,17 +140,69 @@ impl Pool {
 /// state machine of ours around it), boxed for HTTP/2.
 pub(crate) enum Exchange<'a> {
     Http1(ResponseFuture),
-    H2(Pin<Box<dyn Future<Output = Result<Response<Incoming>, UpstreamError>> + Send + 'a>>),
+    H2(Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a>>),
 }
 
 impl Future for Exchange<'_> {
-    type Output = Result<Response<Incoming>, UpstreamError>;
+    type Output = Result<Response<UpstreamBody>, UpstreamError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Exchange::Http1(future) => Pin::new(future).poll(cx).map_err(UpstreamError::Http1),
+            Exchange::Http1(future) => Pin::new(future)
+                .poll(cx)
+                .map_ok(|response| response.map(|body| UpstreamBody { body, _stream: None }))
+                .map_err(UpstreamError::Http1),
             Exchange::H2(future) => future.as_mut().poll(cx),
         }
+    }
+}
+
+/// The upstream's response body; on HTTP/2 it holds its stream's place on the connection until
+/// it is read to the end or dropped.
+pub(crate) struct UpstreamBody {
+    body: Incoming,
+    _stream: Option<StreamSlot>,
+}
+
+impl Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// One of a connection's [`MAX_STREAMS`] places, given back on drop.
+#[derive(Debug)]
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    /// A place on the connection whose open streams `count` counts, if it has one free.
+    fn take(count: &Arc<AtomicUsize>) -> Option<StreamSlot> {
+        if count.fetch_add(1, Ordering::AcqRel) < MAX_STREAMS {
+            Some(StreamSlot(count.clone()))
+        } else {
+            count.fetch_sub(1, Ordering::AcqRel);
+            None
+        }
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -155,21 +215,23 @@ enum Connector {
     Unix(UnixConnector),
 }
 
-/// The shared connection, numbered so that a request that found it going away drops it only if
-/// it is still the current one.
+/// A shared connection, numbered so that a request that found it going away drops that one
+/// only; `streams` counts its open streams.
 #[derive(Clone, Debug)]
 struct Shared {
     serial: u64,
     sender: http2::SendRequest<ProxyBody>,
+    streams: Arc<AtomicUsize>,
 }
 
-/// One HTTP/2 connection shared by every request to the upstream.
+/// The HTTP/2 connections every request to the upstream shares: one, and another beside it
+/// only while every open one carries [`MAX_STREAMS`] streams.
 #[derive(Debug)]
 struct H2Session {
     connector: Connector,
     builder: http2::Builder<TokioExecutor>,
-    /// The connection, while it is open and not going away.
-    current: Mutex<Option<Shared>>,
+    /// The connections, while they are open and not going away.
+    current: Mutex<Vec<Shared>>,
     /// Connections made, for [`Shared::serial`].
     made: AtomicU64,
     /// Held while connecting, so concurrent first requests share one connection; it keeps the
@@ -198,7 +260,7 @@ impl H2Session {
         Arc::new(H2Session {
             connector,
             builder,
-            current: Mutex::new(None),
+            current: Mutex::new(Vec::new()),
             made: AtomicU64::new(0),
             connecting: tokio::sync::Mutex::new(None),
             attempts: AtomicU64::new(0),
@@ -206,14 +268,18 @@ impl H2Session {
         })
     }
 
-    /// The open connection, if any.
-    fn open(&self) -> Option<Shared> {
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        current.as_ref().filter(|shared| !shared.sender.is_closed()).cloned()
+    /// An open connection with a free stream, and that stream; closed connections are let go.
+    fn open(&self) -> Option<(Shared, StreamSlot)> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current.retain(|shared| !shared.sender.is_closed());
+        current
+            .iter()
+            .find_map(|shared| StreamSlot::take(&shared.streams).map(|slot| (shared.clone(), slot)))
     }
 
-    /// The connection to send on, made if there is none; `None`: ALPN chose http/1.1.
-    async fn sender(&self) -> Result<Option<Shared>, UpstreamError> {
+    /// A connection to send on and a stream on it, made if no open one has a free stream;
+    /// `None`: ALPN chose http/1.1.
+    async fn sender(&self) -> Result<Option<(Shared, StreamSlot)>, UpstreamError> {
         if self.http1_only.load(Ordering::Relaxed) {
             return Ok(None);
         }
@@ -242,16 +308,15 @@ impl H2Session {
         made
     }
 
-    /// Drops connection `serial` if it is still the current one.
+    /// Lets connection `serial` go: it is closing or going away.
     fn forget(&self, serial: u64) {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_some_and(|shared| shared.serial == serial) {
-            *current = None;
-        }
+        current.retain(|shared| shared.serial != serial);
     }
 
-    /// A new connection, stored as the shared one; `None`: ALPN chose http/1.1.
-    async fn connect(&self) -> Result<Option<Shared>, UpstreamError> {
+    /// A new connection, stored beside the others, and a stream on it; `None`: ALPN chose
+    /// http/1.1.
+    async fn connect(&self) -> Result<Option<(Shared, StreamSlot)>, UpstreamError> {
         let sender = match &self.connector {
             Connector::Tcp(tcp) => {
                 let io = tcp.clone().call(tcp.target.clone()).await;
@@ -280,9 +345,14 @@ impl H2Session {
         let shared = Shared {
             serial: self.made.fetch_add(1, Ordering::Relaxed),
             sender,
+            streams: Arc::new(AtomicUsize::new(0)),
         };
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());
-        Ok(Some(shared))
+        let slot = StreamSlot::take(&shared.streams).ok_or_else(|| UpstreamError::Connect("no stream free".into()))?;
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(shared.clone());
+        Ok(Some((shared, slot)))
     }
 
     /// HTTP/2 over a new connection; the connection is driven by a task of its own.
@@ -309,14 +379,19 @@ impl H2Session {
     /// head, kept until its response head arrives.
     async fn send(
         &self,
-        mut shared: Shared,
+        (mut shared, mut slot): (Shared, StreamSlot),
         mut request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut retries = 0;
         loop {
             let again = request.body().is_end_stream().then(|| bodiless_copy(&request));
             let mut error = match shared.sender.try_send_request(request).await {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    return Ok(response.map(|body| UpstreamBody {
+                        body,
+                        _stream: Some(slot),
+                    }))
+                }
                 Err(error) => error,
             };
             request = match (error.take_message(), again) {
@@ -331,8 +406,8 @@ impl H2Session {
             debug!(error = %error.error(), "upstream HTTP/2 connection did not take the request: retrying");
             // The connection is closed or going away: no new request may take it.
             self.forget(shared.serial);
-            shared = match self.sender().await? {
-                Some(shared) => shared,
+            (shared, slot) = match self.sender().await? {
+                Some(taken) => taken,
                 None => return Err(UpstreamError::Http2(error.into_error())),
             };
         }
@@ -486,14 +561,14 @@ impl Upstream {
             // An upgrade to an h2c upstream goes as an ordinary request (hyper drops `Upgrade`).
             Transport::H2c(h2) => Exchange::H2(Box::pin(async move {
                 match h2.sender().await? {
-                    Some(shared) => self.h2(h2, shared, parts, body, host).await,
+                    Some(taken) => self.h2(h2, taken, parts, body, host).await,
                     None => Err(UpstreamError::Connect("an h2c connection turned to HTTP/1.1".into())),
                 }
             })),
             Transport::Alpn { h2, http1 } => Exchange::H2(Box::pin(async move {
                 match h2.sender().await? {
-                    Some(shared) => self.h2(h2, shared, parts, body, host).await,
-                    None => self.http1(http1, parts, body, host).await.map_err(UpstreamError::Http1),
+                    Some(taken) => self.h2(h2, taken, parts, body, host).await,
+                    None => Exchange::Http1(self.http1(http1, parts, body, host)).await,
                 }
             })),
         }
@@ -509,16 +584,16 @@ impl Upstream {
     async fn h2(
         &self,
         session: &H2Session,
-        shared: Shared,
+        taken: (Shared, StreamSlot),
         mut parts: Parts,
         body: ProxyBody,
         host: HeaderValue,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let authority = Authority::try_from(host.as_bytes()).unwrap_or_else(|_| self.authority.clone());
         parts.version = Version::HTTP_2;
         parts.uri = uri(self.scheme.clone(), authority, &parts.uri);
         parts.headers.remove(header::HOST);
-        session.send(shared, Request::from_parts(parts, body)).await
+        session.send(taken, Request::from_parts(parts, body)).await
     }
 }
 

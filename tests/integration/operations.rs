@@ -425,6 +425,50 @@ async fn h2c_upstream_multiplexes_concurrent_streams_over_tcp_and_unix() {
     }
 }
 
+/// Long-lived streams do not make every other request queue behind them: a shared h2c
+/// connection carries at most 100 streams, and a second connection opens beside it only then.
+#[tokio::test]
+async fn h2c_upstream_opens_a_second_connection_only_when_the_first_carries_100_streams() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp_with(Protocol::H2c).await;
+    let mut config = fx.config(&backend.url());
+    config.upstream.protocol = originguard::config::UpstreamProtocol::H2c;
+    let proxy = spawn_proxy(config).await;
+    let send = h2(&fx, &fx.client, proxy.addr).await;
+    let slow: Vec<_> = (0..110)
+        .map(|_| {
+            let mut send = send.clone();
+            tokio::spawn(async move {
+                let request = Request::get("https://localhost/slow?ms=1500")
+                    .body(empty())
+                    .expect("request");
+                collect(send.send_request(request).await.expect("response")).await.0
+            })
+        })
+        .collect();
+    for status in slow {
+        assert_eq!(status.await.expect("join"), 200);
+    }
+    assert_eq!(
+        backend.connections.load(Ordering::SeqCst),
+        2,
+        "110 streams, 100 per connection"
+    );
+    // Streams given back: later requests take the open connections, no third one.
+    for _ in 0..5 {
+        let (status, _, _) = collect(send.clone().send_request(get_h2("/")).await.expect("response")).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
+    proxy.stop().await;
+}
+
+fn get_h2(path: &str) -> Request<TestBody> {
+    Request::get(format!("https://localhost{path}"))
+        .body(empty())
+        .expect("request")
+}
+
 #[tokio::test]
 async fn trailers_pass_through_both_ways() {
     let fx = Fixture::new();
