@@ -369,11 +369,11 @@ impl H2Session {
         Ok(sender)
     }
 
-    /// Sends on the shared connection, retrying on a new connection (at most
-    /// [`H2_RETRIES`] times) a request the old one never carried: one that never left (the
-    /// connection was closing), or — when it has no body, so that it can be made again — one
-    /// the upstream refused unprocessed (streams above a graceful GOAWAY's last stream id,
-    /// RFC 9113 §6.8; `REFUSED_STREAM`, §8.7). nginx sends a GOAWAY every `keepalive_requests`
+    /// Sends on a shared connection, retrying (at most [`H2_RETRIES`] times) a request the
+    /// connection never carried: one that never left (the connection was closing), or — when it
+    /// has no body, so that it can be made again — one the upstream refused unprocessed
+    /// (streams above a graceful GOAWAY's last stream id, RFC 9113 §6.8, go on a newer
+    /// connection; a `REFUSED_STREAM`, §8.7, on the same one). nginx sends a GOAWAY every `keepalive_requests`
     /// (1000 by default), so this happens in steady state. A request whose body has started to
     /// leave is not retried: the body is gone. The price: a copy of each body-less request's
     /// head, kept until its response head arrives.
@@ -394,22 +394,29 @@ impl H2Session {
                 }
                 Err(error) => error,
             };
-            request = match (error.take_message(), again) {
-                (Some(request), _) => request,
-                (None, Some(again)) if unprocessed(error.error()) => again,
-                (None, _) => return Err(UpstreamError::Http2(error.into_error())),
+            let refused;
+            (request, refused) = match (error.take_message(), again) {
+                // It never left: the connection is closing.
+                (Some(request), _) => (request, Refused::Connection),
+                (None, Some(again)) => match refused_unprocessed(error.error()) {
+                    Some(refused) => (again, refused),
+                    None => return Err(UpstreamError::Http2(error.into_error())),
+                },
+                (None, None) => return Err(UpstreamError::Http2(error.into_error())),
             };
             if retries == H2_RETRIES {
                 return Err(UpstreamError::Http2(error.into_error()));
             }
             retries += 1;
             debug!(error = %error.error(), "upstream HTTP/2 connection did not take the request: retrying");
-            // The connection is closed or going away: no new request may take it.
-            self.forget(shared.serial);
-            (shared, slot) = match self.sender().await? {
-                Some(taken) => taken,
-                None => return Err(UpstreamError::Http2(error.into_error())),
-            };
+            if refused == Refused::Connection {
+                // Closed or going away: no new request may take it.
+                self.forget(shared.serial);
+                (shared, slot) = match self.sender().await? {
+                    Some(taken) => taken,
+                    None => return Err(UpstreamError::Http2(error.into_error())),
+                };
+            }
         }
     }
 }
@@ -448,18 +455,26 @@ fn bodiless_copy(request: &Request<ProxyBody>) -> Request<ProxyBody> {
     copy
 }
 
-/// Whether the upstream refused an HTTP/2 stream without processing it: a graceful GOAWAY
-/// that did not cover it (or came before it), or a `REFUSED_STREAM` reset.
-fn unprocessed(error: &hyper::Error) -> bool {
-    let Some(h2) = std::error::Error::source(error).and_then(|e| e.downcast_ref::<h2::Error>()) else {
-        return false;
-    };
-    h2.is_remote()
-        && match h2.reason() {
-            Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
-            Some(h2::Reason::REFUSED_STREAM) => h2.is_reset(),
-            _ => false,
-        }
+/// What refused a stream the upstream did not process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// `REFUSED_STREAM` (RFC 9113 §8.7), e.g. over the upstream's concurrent-stream limit before
+    /// its SETTINGS arrived: the connection is fine, and hyper now keeps to the limit.
+    Stream,
+    /// The connection is closing or going away (a graceful GOAWAY that did not cover the
+    /// stream, or came before it).
+    Connection,
+}
+
+/// Whether, and how, the upstream refused an HTTP/2 stream without processing it.
+fn refused_unprocessed(error: &hyper::Error) -> Option<Refused> {
+    let h2 = std::error::Error::source(error)?.downcast_ref::<h2::Error>()?;
+    match h2.reason()? {
+        _ if !h2.is_remote() => None,
+        h2::Reason::NO_ERROR if h2.is_go_away() => Some(Refused::Connection),
+        h2::Reason::REFUSED_STREAM if h2.is_reset() => Some(Refused::Stream),
+        _ => None,
+    }
 }
 
 impl Upstream {

@@ -779,6 +779,44 @@ async fn h2c_requests_refused_by_a_goaway_are_sent_again_on_a_new_connection() {
     proxy.stop().await;
 }
 
+/// An upstream that allows fewer concurrent streams than a fresh connection assumes before its
+/// SETTINGS arrive (nginx `http2_max_concurrent_streams 2`) refuses the extra streams with
+/// `REFUSED_STREAM`: unprocessed, so they are sent again — on the same connection, which is
+/// healthy — and every request gets its 200.
+#[tokio::test]
+async fn h2c_streams_refused_over_the_upstreams_stream_limit_are_sent_again() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let dir = fx.path("nginx");
+    let socket = dir.join("h2c.sock");
+    let server = format!(
+        "  listen unix:{} http2;\n  http2_max_concurrent_streams 2;\n  location / {{\n   proxy_pass {};\n  }}",
+        socket.display(),
+        backend.url()
+    );
+    let nginx = nginx::Nginx::start(&dir, &server, nginx::Ready::Socket(&socket));
+    let mut config = with_admin(fx.config(&format!("unix:{}", socket.display())));
+    config.upstream.protocol = UpstreamProtocol::H2c;
+    let proxy = spawn_proxy(config).await;
+    let send = h2(&fx, &fx.client, proxy.addr).await;
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            let mut send = send.clone();
+            tokio::spawn(async move {
+                let request = Request::get("https://localhost/slow?ms=200")
+                    .body(empty())
+                    .expect("request");
+                collect(send.send_request(request).await.expect("response")).await.0
+            })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.expect("join"), 200, "{}", nginx.error_log());
+    }
+    assert_eq!(backend.count(), 10);
+    proxy.stop().await;
+}
+
 /// A TCP relay to `target` whose open connections can be cut off silently: bytes stop flowing
 /// both ways but the sockets stay open (a peer that vanished without a FIN or RST). Connections
 /// made after the cut flow normally.
