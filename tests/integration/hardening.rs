@@ -669,15 +669,34 @@ async fn allow_lists_match_one_cn_exactly_and_never_a_wildcard_certificate() {
 
 /// nginx serving h2c on a Unix socket, answering with what it parsed.
 fn nginx_h2c(fx: &Fixture) -> (nginx::Nginx, std::path::PathBuf) {
+    nginx_h2c_with(
+        fx,
+        "",
+        "default_type text/plain;\n   return 200 \"host=$host xfcc=$http_x_forwarded_client_cert\\n\";",
+    )
+}
+
+/// nginx serving h2c on a Unix socket, with `directives` in its server block and `location` as
+/// the inside of `location /`.
+fn nginx_h2c_with(fx: &Fixture, directives: &str, location: &str) -> (nginx::Nginx, std::path::PathBuf) {
     let dir = fx.path("nginx");
     let socket = dir.join("h2c.sock");
     let server = format!(
-        "  listen unix:{} http2;\n  location / {{\n   default_type text/plain;\n\
-         return 200 \"host=$host xfcc=$http_x_forwarded_client_cert\\n\";\n  }}",
+        "  listen unix:{} http2;\n  {directives}\n  location / {{\n   {location}\n  }}",
         socket.display()
     );
     let nginx = nginx::Nginx::start(&dir, &server, nginx::Ready::Socket(&socket));
     (nginx, socket)
+}
+
+/// nginx's answer naming the host it parsed and its connection's serial number.
+const HOST_AND_CONNECTION: &str = "default_type text/plain;\n   return 200 \"host=$host conn=$connection\\n\";";
+
+/// The proxy forwarding as h2c to the Unix socket `socket`, with its admin listener.
+async fn h2c_proxy(fx: &Fixture, socket: &std::path::Path) -> ProxyHandle {
+    let mut config = with_admin(fx.config(&format!("unix:{}", socket.display())));
+    config.upstream.protocol = UpstreamProtocol::H2c;
+    spawn_proxy(config).await
 }
 
 #[tokio::test]
@@ -717,17 +736,8 @@ fn field<'a>(body: &'a str, name: &str) -> &'a str {
 #[tokio::test]
 async fn h2c_upstream_carries_every_host_over_one_connection_and_replaces_it_when_closed() {
     let fx = Fixture::new();
-    let dir = fx.path("nginx");
-    let socket = dir.join("h2c.sock");
-    let server = format!(
-        "  listen unix:{} http2;\n  keepalive_requests 4;\n  location / {{\n   default_type text/plain;\n\
-         return 200 \"host=$host conn=$connection\\n\";\n  }}",
-        socket.display()
-    );
-    let nginx = nginx::Nginx::start(&dir, &server, nginx::Ready::Socket(&socket));
-    let mut config = fx.config(&format!("unix:{}", socket.display()));
-    config.upstream.protocol = UpstreamProtocol::H2c;
-    let proxy = spawn_proxy(config).await;
+    let (nginx, socket) = nginx_h2c_with(&fx, "keepalive_requests 4;", HOST_AND_CONNECTION);
+    let proxy = h2c_proxy(&fx, &socket).await;
     let hosts: Vec<String> = (0..12).map(|i| format!("app-{i}.example")).collect();
     let bodies = get_each_host(proxy.addr, fx.client_config(Some(&fx.client)), &hosts).await;
     let mut connections = Vec::new();
@@ -749,17 +759,8 @@ async fn h2c_upstream_carries_every_host_over_one_connection_and_replaces_it_whe
 #[tokio::test]
 async fn h2c_requests_refused_by_a_goaway_are_sent_again_on_a_new_connection() {
     let fx = Fixture::new();
-    let dir = fx.path("nginx");
-    let socket = dir.join("h2c.sock");
-    let server = format!(
-        "  listen unix:{} http2;\n  keepalive_requests 10;\n  location / {{\n   default_type text/plain;\n\
-         return 200 \"host=$host conn=$connection\\n\";\n  }}",
-        socket.display()
-    );
-    let nginx = nginx::Nginx::start(&dir, &server, nginx::Ready::Socket(&socket));
-    let mut config = with_admin(fx.config(&format!("unix:{}", socket.display())));
-    config.upstream.protocol = UpstreamProtocol::H2c;
-    let proxy = spawn_proxy(config).await;
+    let (nginx, socket) = nginx_h2c_with(&fx, "keepalive_requests 10;", HOST_AND_CONNECTION);
+    let proxy = h2c_proxy(&fx, &socket).await;
     let clients: Vec<_> = (0..8)
         .map(|_| {
             let (addr, config) = (proxy.addr, fx.client_config(Some(&fx.client)));
@@ -787,31 +788,12 @@ async fn h2c_requests_refused_by_a_goaway_are_sent_again_on_a_new_connection() {
 async fn h2c_streams_refused_over_the_upstreams_stream_limit_are_sent_again() {
     let fx = Fixture::new();
     let backend = Backend::tcp().await;
-    let dir = fx.path("nginx");
-    let socket = dir.join("h2c.sock");
-    let server = format!(
-        "  listen unix:{} http2;\n  http2_max_concurrent_streams 2;\n  location / {{\n   proxy_pass {};\n  }}",
-        socket.display(),
-        backend.url()
-    );
-    let nginx = nginx::Nginx::start(&dir, &server, nginx::Ready::Socket(&socket));
-    let mut config = with_admin(fx.config(&format!("unix:{}", socket.display())));
-    config.upstream.protocol = UpstreamProtocol::H2c;
-    let proxy = spawn_proxy(config).await;
+    let location = format!("proxy_pass {};", backend.url());
+    let (nginx, socket) = nginx_h2c_with(&fx, "http2_max_concurrent_streams 2;", &location);
+    let proxy = h2c_proxy(&fx, &socket).await;
     let send = h2(&fx, &fx.client, proxy.addr).await;
-    let requests: Vec<_> = (0..10)
-        .map(|_| {
-            let mut send = send.clone();
-            tokio::spawn(async move {
-                let request = Request::get("https://localhost/slow?ms=200")
-                    .body(empty())
-                    .expect("request");
-                collect(send.send_request(request).await.expect("response")).await.0
-            })
-        })
-        .collect();
-    for request in requests {
-        assert_eq!(request.await.expect("join"), 200, "{}", nginx.error_log());
+    for (status, _) in get_concurrently(&send, "/slow?ms=200", 10).await {
+        assert_eq!(status, 200, "{}", nginx.error_log());
     }
     assert_eq!(backend.count(), 10);
     proxy.stop().await;

@@ -399,18 +399,7 @@ async fn h2c_upstream_multiplexes_concurrent_streams_over_tcp_and_unix() {
         config.upstream.protocol = originguard::config::UpstreamProtocol::H2c;
         let proxy = spawn_proxy(config).await;
         let send = h2(&fx, &fx.client, proxy.addr).await;
-        let mut tasks = Vec::new();
-        for _ in 0..10 {
-            let mut send = send.clone();
-            tasks.push(tokio::spawn(async move {
-                let request = Request::get("https://localhost/slow?ms=200")
-                    .body(empty())
-                    .expect("request");
-                collect(send.send_request(request).await.expect("response")).await
-            }));
-        }
-        for task in tasks {
-            let (status, _, body) = task.await.expect("join");
+        for (status, body) in get_concurrently(&send, "/slow?ms=200", 10).await {
             assert_eq!(status, 200);
             assert_eq!(&body[..], b"slow");
         }
@@ -435,19 +424,8 @@ async fn h2c_upstream_opens_a_second_connection_only_when_the_first_carries_100_
     config.upstream.protocol = originguard::config::UpstreamProtocol::H2c;
     let proxy = spawn_proxy(config).await;
     let send = h2(&fx, &fx.client, proxy.addr).await;
-    let slow: Vec<_> = (0..110)
-        .map(|_| {
-            let mut send = send.clone();
-            tokio::spawn(async move {
-                let request = Request::get("https://localhost/slow?ms=1500")
-                    .body(empty())
-                    .expect("request");
-                collect(send.send_request(request).await.expect("response")).await.0
-            })
-        })
-        .collect();
-    for status in slow {
-        assert_eq!(status.await.expect("join"), 200);
+    for (status, _) in get_concurrently(&send, "/slow?ms=1500", 110).await {
+        assert_eq!(status, 200);
     }
     assert_eq!(
         backend.connections.load(Ordering::SeqCst),
@@ -455,18 +433,11 @@ async fn h2c_upstream_opens_a_second_connection_only_when_the_first_carries_100_
         "110 streams, 100 per connection"
     );
     // Streams given back: later requests take the open connections, no third one.
-    for _ in 0..5 {
-        let (status, _, _) = collect(send.clone().send_request(get_h2("/")).await.expect("response")).await;
+    for (status, _) in get_concurrently(&send, "/", 5).await {
         assert_eq!(status, 200);
     }
     assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
     proxy.stop().await;
-}
-
-fn get_h2(path: &str) -> Request<TestBody> {
-    Request::get(format!("https://localhost{path}"))
-        .body(empty())
-        .expect("request")
 }
 
 #[tokio::test]

@@ -623,6 +623,32 @@ pub async fn get_each_host(addr: SocketAddr, config: Arc<ClientConfig>, hosts: &
     bodies
 }
 
+/// `n` concurrent `GET https://localhost{path}` on one HTTP/2 client connection; each
+/// response's status and body, in order.
+pub async fn get_concurrently(
+    send: &hyper::client::conn::http2::SendRequest<TestBody>,
+    path: &str,
+    n: usize,
+) -> Vec<(StatusCode, Bytes)> {
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let mut send = send.clone();
+            let request = Request::get(format!("https://localhost{path}"))
+                .body(empty())
+                .expect("request");
+            tokio::spawn(async move {
+                let (status, _, body) = collect(send.send_request(request).await.expect("response")).await;
+                (status, body)
+            })
+        })
+        .collect();
+    let mut responses = Vec::new();
+    for request in requests {
+        responses.push(request.await.expect("join"));
+    }
+    responses
+}
+
 /// `config` with the admin listener on a free loopback port (for [`ProxyHandle::metric`]).
 pub fn with_admin(mut config: Config) -> Config {
     config.admin = Some(originguard::config::AdminConfig {
