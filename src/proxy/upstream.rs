@@ -11,7 +11,8 @@
 //! on HTTP/2 is the client's host, so it opened one upstream connection per distinct host. The
 //! connection is made on first use and replaced when it closes or stops answering PINGs;
 //! another opens beside it only while it carries [`MAX_STREAMS`] streams. A request that never
-//! left, or a body-less one the upstream refused unprocessed, is retried on a newer connection.
+//! left, or a body-less one the upstream refused unprocessed, is sent again: on a newer
+//! connection, or on the same one after a `REFUSED_STREAM`.
 //! Where ALPN decides, a connection that did not choose h2 turns this upstream to the HTTP/1.1
 //! pool for the rest of its generation.
 //!
@@ -52,8 +53,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How often a request the upstream's HTTP/2 connection did not take is sent again, each time
-/// on a newer connection.
+/// How often a request the upstream's HTTP/2 connection did not take is sent again.
 const H2_RETRIES: usize = 2;
 
 /// Streams a shared HTTP/2 connection carries at once before another connection is opened
@@ -247,6 +247,7 @@ impl H2Session {
     /// `response_timeout`: a connection that stops answering (its peer gone without a FIN or
     /// RST) is found by PING while streams are open, well inside it, and replaced — rather than
     /// taking every request until TCP gives up on it, minutes later.
+    ///
     /// A PING goes out every quarter of it (at most every 10 s) and may take a quarter of it to
     /// be answered: an upstream whose event loop is merely busy for a while is not cut off.
     fn new(connector: Connector, response_timeout: Duration) -> Arc<H2Session> {
