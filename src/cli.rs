@@ -376,9 +376,8 @@ pub struct LoadtestArgs {
     pub server_pid: Vec<u32>,
     /// Open model: start this many connections per second (with --keep-alive: requests per
     /// second) on a fixed schedule, whatever the server does; latency counts from each intended
-    /// start. --connections caps how many are in flight. Starts are paced by tokio's timer
-    /// (1 ms ticks), so latencies include up to ~1 ms of the generator's own lateness: compare
-    /// servers within a run rather than reading sub-millisecond figures as the server's.
+    /// start. --connections caps how many are in flight. A thread of its own keeps the schedule
+    /// (within tens of microseconds), so sub-millisecond latencies are the server's.
     #[arg(long, conflicts_with = "hold")]
     pub rate: Option<f64>,
     /// TLS versions to offer.
