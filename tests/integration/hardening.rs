@@ -883,12 +883,17 @@ async fn a_silently_dead_h2c_upstream_connection_is_found_by_ping_and_replaced()
     assert_eq!(request(proxy.addr, client.clone(), get("/before")).await.0, 200);
 
     relay.cut_open_connections();
-    // Caught in the black hole: a 502 once PING finds the connection dead (after ~2 s), or at
-    // worst a 504 at the response timeout.
+    // Caught in the black hole: a 502 once PING finds the connection dead (after ~2 s), or a
+    // 504 at the response timeout on a machine so busy that PING came too late — then the next
+    // request's PINGs find it. Either way a new connection serves what follows; without PING
+    // every request would be a 504.
     let (status, _, _) = request(proxy.addr, client.clone(), get("/lost")).await;
     assert!(status == 502 || status == 504, "{status}");
-    // The next request gets a new connection.
-    assert_eq!(request(proxy.addr, client, get("/after")).await.0, 200);
+    let mut after: Vec<u16> = Vec::new();
+    while after.last() != Some(&200) && after.len() < 3 {
+        after.push(request(proxy.addr, client.clone(), get("/after")).await.0.as_u16());
+    }
+    assert_eq!(after.last(), Some(&200), "{after:?}");
     assert_eq!(relay.accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     let paths: Vec<String> = backend.requests().iter().map(|s| s.uri.clone()).collect();
     assert!(paths.iter().any(|p| p.ends_with("/after")), "{paths:?}");
