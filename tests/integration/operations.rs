@@ -424,7 +424,7 @@ async fn h2c_upstream_opens_a_second_connection_only_when_the_first_carries_100_
     config.upstream.protocol = originguard::config::UpstreamProtocol::H2c;
     let proxy = spawn_proxy(config).await;
     let send = h2(&fx, &fx.client, proxy.addr).await;
-    for (status, _) in get_concurrently(&send, "/slow?ms=1500", 110).await {
+    for (status, _) in get_concurrently(&send, "/slow?ms=3000", 110).await {
         assert_eq!(status, 200);
     }
     assert_eq!(
