@@ -237,8 +237,8 @@ struct H2Session {
     /// Held while connecting, so concurrent first requests share one connection; it keeps the
     /// last attempt's failure for the requests that waited for it.
     connecting: tokio::sync::Mutex<Option<Failure>>,
-    /// Connection attempts started.
-    attempts: AtomicU64,
+    /// Connection attempts finished.
+    finished: AtomicU64,
     /// ALPN chose http/1.1: every request takes the HTTP/1.1 pool from now on.
     http1_only: AtomicBool,
 }
@@ -264,7 +264,7 @@ impl H2Session {
             current: Mutex::new(Vec::new()),
             made: AtomicU64::new(0),
             connecting: tokio::sync::Mutex::new(None),
-            attempts: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
             http1_only: AtomicBool::new(false),
         })
     }
@@ -287,7 +287,7 @@ impl H2Session {
         if let Some(sender) = self.open() {
             return Ok(Some(sender));
         }
-        let attempts = self.attempts.load(Ordering::Acquire);
+        let finished = self.finished.load(Ordering::Acquire);
         let mut failure = self.connecting.lock().await;
         if let Some(sender) = self.open() {
             return Ok(Some(sender));
@@ -297,15 +297,15 @@ impl H2Session {
         }
         if let Some(failure) = failure
             .as_ref()
-            .filter(|_| self.attempts.load(Ordering::Acquire) != attempts)
+            .filter(|_| self.finished.load(Ordering::Acquire) != finished)
         {
             // The attempt this request waited for failed: its error, not another wait in line
             // (a black-holed upstream would otherwise cost each waiter a connect timeout more).
             return Err(failure.error());
         }
-        self.attempts.fetch_add(1, Ordering::AcqRel);
         let made = self.connect().await;
         *failure = made.as_ref().err().map(Failure::of);
+        self.finished.fetch_add(1, Ordering::AcqRel);
         made
     }
 

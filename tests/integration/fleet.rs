@@ -1,5 +1,6 @@
 //! Fleet deployment (issue 12): replicas sharing session-ticket keys.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::HandshakeKind;
@@ -452,9 +453,18 @@ async fn an_https_upstream_carries_every_host_over_one_connection_with_h2_or_htt
 #[tokio::test]
 async fn requests_waiting_for_a_failed_h2_connection_attempt_share_its_502() {
     let fx = Fixture::new();
-    // Bound, never accepted: the kernel completes TCP, nothing ever answers the ClientHello.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // Accepts and counts TCP connections, and never answers a ClientHello.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = silent.local_addr().expect("addr");
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
     let mut config = https_upstream(&fx, addr, &fx.write("upstream-ca.pem", &fx.server_ca.pem));
     config.upstream.connect_timeout = Duration::from_secs(1);
     config.upstream.response_timeout = Duration::from_secs(4);
@@ -472,8 +482,11 @@ async fn requests_waiting_for_a_failed_h2_connection_attempt_share_its_502() {
         proxy.metric("originguard_upstream_errors_total{kind=\"tls\"}").await,
         8.0
     );
+    // One attempt for all eight (two if a request came only after the first had failed).
+    let attempts = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&attempts), "{attempts} connection attempts");
     proxy.stop().await;
-    drop(silent);
+    silent.abort();
 }
 
 /// A WebSocket through an HTTPS upstream that speaks h2: the upgrade takes a connection that

@@ -780,6 +780,36 @@ async fn h2c_requests_refused_by_a_goaway_are_sent_again_on_a_new_connection() {
     proxy.stop().await;
 }
 
+/// A connection that sent GOAWAY stays open while its last streams finish (nginx
+/// `keepalive_requests 1` with a slow first request): a request that comes meanwhile goes on a
+/// new connection, not on the going-away one, and both get their 200.
+#[tokio::test]
+async fn a_request_refused_by_goaway_does_not_retry_on_the_connection_still_draining() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp().await;
+    let location = format!("proxy_pass {};", backend.url());
+    let (nginx, socket) = nginx_h2c_with(&fx, "keepalive_requests 1;", &location);
+    let proxy = h2c_proxy(&fx, &socket).await;
+    let send = h2(&fx, &fx.client, proxy.addr).await;
+    let slow = {
+        let send = send.clone();
+        tokio::spawn(async move { get_concurrently(&send, "/slow?ms=2000", 1).await })
+    };
+    // The slow request is upstream (its stream is the connection's last) before the next goes.
+    let deadline = std::time::Instant::now() + WAIT;
+    while backend.count() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (status, _) in get_concurrently(&send, "/next", 1).await {
+        assert_eq!(status, 200, "{}", nginx.error_log());
+    }
+    for (status, body) in slow.await.expect("join") {
+        assert_eq!(status, 200);
+        assert_eq!(&body[..], b"slow");
+    }
+    proxy.stop().await;
+}
+
 /// An upstream that allows fewer concurrent streams than a fresh connection assumes before its
 /// SETTINGS arrive (nginx `http2_max_concurrent_streams 2`) refuses the extra streams with
 /// `REFUSED_STREAM`: unprocessed, so they are sent again — on the same connection, which is

@@ -415,7 +415,9 @@ async fn h2c_upstream_multiplexes_concurrent_streams_over_tcp_and_unix() {
 }
 
 /// Long-lived streams do not make every other request queue behind them: a shared h2c
-/// connection carries at most 100 streams, and a second connection opens beside it only then.
+/// connection carries at most 100 streams, and a second connection opens beside it only then
+/// (101 streams: two connections). Streams are given back when their responses end: a second
+/// wave of 101 fits on the same two connections.
 #[tokio::test]
 async fn h2c_upstream_opens_a_second_connection_only_when_the_first_carries_100_streams() {
     let fx = Fixture::new();
@@ -424,19 +426,16 @@ async fn h2c_upstream_opens_a_second_connection_only_when_the_first_carries_100_
     config.upstream.protocol = originguard::config::UpstreamProtocol::H2c;
     let proxy = spawn_proxy(config).await;
     let send = h2(&fx, &fx.client, proxy.addr).await;
-    for (status, _) in get_concurrently(&send, "/slow?ms=3000", 110).await {
-        assert_eq!(status, 200);
+    for wave in 1..=2 {
+        for (status, _) in get_concurrently(&send, "/slow?ms=3000", 101).await {
+            assert_eq!(status, 200);
+        }
+        assert_eq!(
+            backend.connections.load(Ordering::SeqCst),
+            2,
+            "wave {wave}: 101 streams, 100 per connection"
+        );
     }
-    assert_eq!(
-        backend.connections.load(Ordering::SeqCst),
-        2,
-        "110 streams, 100 per connection"
-    );
-    // Streams given back: later requests take the open connections, no third one.
-    for (status, _) in get_concurrently(&send, "/", 5).await {
-        assert_eq!(status, 200);
-    }
-    assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
     proxy.stop().await;
 }
 
@@ -469,6 +468,30 @@ async fn trailers_pass_through_both_ways() {
     let seen = backend.last();
     assert_eq!(seen.trailers.expect("request trailers")["x-checksum"], "abc123");
     assert_eq!(seen.headers["te"], "trailers");
+    proxy.stop().await;
+}
+
+/// An HTTP/2 WebSocket becomes an HTTP/1.1 upgrade upstream, which an h2c upstream cannot
+/// carry: 501, and nothing reaches the backend.
+#[tokio::test]
+async fn websocket_over_http2_to_an_h2c_upstream_is_501() {
+    let fx = Fixture::new();
+    let backend = Backend::tcp_with(Protocol::H2c).await;
+    let mut config = fx.config(&backend.url());
+    config.upstream.protocol = originguard::config::UpstreamProtocol::H2c;
+    let proxy = spawn_proxy(config).await;
+    let mut send = h2(&fx, &fx.client, proxy.addr).await;
+    let mut request = Request::connect("https://localhost/ws")
+        .version(http::Version::HTTP_2)
+        .header("sec-websocket-version", "13")
+        .body(empty())
+        .expect("request");
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = send.send_request(request).await.expect("response");
+    assert_eq!(response.status(), 501);
+    assert_eq!(backend.count(), 0);
     proxy.stop().await;
 }
 
