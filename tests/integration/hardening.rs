@@ -784,7 +784,7 @@ async fn h2c_requests_refused_by_a_goaway_are_sent_again_on_a_new_connection() {
 /// `keepalive_requests 1` with a slow first request): a request that comes meanwhile goes on a
 /// new connection, not on the going-away one, and both get their 200.
 #[tokio::test]
-async fn a_request_refused_by_goaway_does_not_retry_on_the_connection_still_draining() {
+async fn a_request_during_a_goaway_drain_takes_a_new_connection() {
     let fx = Fixture::new();
     let backend = Backend::tcp().await;
     let location = format!("proxy_pass {};", backend.url());

@@ -471,6 +471,19 @@ async fn trailers_pass_through_both_ways() {
     proxy.stop().await;
 }
 
+/// An RFC 8441 WebSocket request: extended CONNECT with `:protocol = websocket`.
+fn h2_websocket(path: &str) -> Request<TestBody> {
+    let mut request = Request::connect(format!("https://localhost{path}"))
+        .version(http::Version::HTTP_2)
+        .header("sec-websocket-version", "13")
+        .body(empty())
+        .expect("request");
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    request
+}
+
 /// An HTTP/2 WebSocket becomes an HTTP/1.1 upgrade upstream, which an h2c upstream cannot
 /// carry: 501, and nothing reaches the backend.
 #[tokio::test]
@@ -481,15 +494,7 @@ async fn websocket_over_http2_to_an_h2c_upstream_is_501() {
     config.upstream.protocol = originguard::config::UpstreamProtocol::H2c;
     let proxy = spawn_proxy(config).await;
     let mut send = h2(&fx, &fx.client, proxy.addr).await;
-    let mut request = Request::connect("https://localhost/ws")
-        .version(http::Version::HTTP_2)
-        .header("sec-websocket-version", "13")
-        .body(empty())
-        .expect("request");
-    request
-        .extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
-    let response = send.send_request(request).await.expect("response");
+    let response = send.send_request(h2_websocket("/ws")).await.expect("response");
     assert_eq!(response.status(), 501);
     assert_eq!(backend.count(), 0);
     proxy.stop().await;
@@ -501,15 +506,7 @@ async fn websocket_over_http2_extended_connect_reaches_an_http1_backend() {
     let backend = Backend::tcp().await;
     let proxy = spawn_proxy(fx.config(&backend.url())).await;
     let mut send = h2(&fx, &fx.client, proxy.addr).await;
-    let mut request = Request::connect("https://localhost/ws")
-        .version(http::Version::HTTP_2)
-        .header("sec-websocket-version", "13")
-        .body(empty())
-        .expect("request");
-    request
-        .extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
-    let response = send.send_request(request).await.expect("response");
+    let response = send.send_request(h2_websocket("/ws")).await.expect("response");
     assert_eq!(response.status(), 200, "RFC 8441 accepts with 200");
     assert!(response.headers().get("sec-websocket-accept").is_none());
     let seen = backend.last();
